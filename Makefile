@@ -1,0 +1,34 @@
+# Two commands: `make demo` and `make test`. Each creates or refreshes .venv on its own.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint format bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch torchvision
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/captum-layerinf demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check captum_layerinf tests benchmarks
+	$(BIN)/ruff format --check captum_layerinf tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format captum_layerinf tests benchmarks
+	$(BIN)/ruff check --fix captum_layerinf tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/exact_vs_captum.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

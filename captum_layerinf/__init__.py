@@ -1,0 +1,7 @@
+"""captum-layerinf: layer-wise influence functions for Captum."""
+
+from .influence import ExactSettings, LayerInfluence, available_strategies
+
+__version__ = "0.1.0"
+
+__all__ = ["ExactSettings", "LayerInfluence", "__version__", "available_strategies"]

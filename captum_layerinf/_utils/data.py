@@ -1,0 +1,87 @@
+"""Batches in Captum's convention: a tuple whose last element holds the labels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
+
+
+def as_dataloader(data: Any, batch_size: int, what: str) -> DataLoader:
+    """Returns a non-shuffling DataLoader over `data`.
+
+    Args:
+        data: A Dataset, a DataLoader, or a tuple of tensors whose last element is the labels.
+        batch_size: Batch size used when `data` is not already a DataLoader.
+        what: Name of the argument, for error messages.
+
+    Returns:
+        A DataLoader whose batches are tuples `(*inputs, labels)` in a fixed order.
+    """
+    if isinstance(data, DataLoader):
+        if isinstance(data.sampler, RandomSampler):
+            raise ValueError(
+                f"`{what}` is a DataLoader that shuffles, so example indices would change between "
+                "passes. Pass a DataLoader built with shuffle=False, or the Dataset itself."
+            )
+        return data
+    if isinstance(data, (tuple, list)):
+        if len(data) < 2 or not all(isinstance(t, Tensor) for t in data):
+            raise TypeError(
+                f"`{what}` as a tuple must hold tensors `(*inputs, labels)`; got "
+                f"{[type(t).__name__ for t in data]}."
+            )
+        lengths = {len(t) for t in data}
+        if len(lengths) != 1:
+            raise ValueError(
+                f"`{what}`: inputs and labels must have the same first dimension; got shapes "
+                f"{[tuple(t.shape) for t in data]}."
+            )
+        data = TensorDataset(*data)
+    if not isinstance(data, Dataset):
+        raise TypeError(
+            f"`{what}` must be a Dataset, a DataLoader or a tuple `(*inputs, labels)`; "
+            f"got {type(data).__name__}."
+        )
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
+    return DataLoader(data, batch_size=batch_size, shuffle=False)
+
+
+def iter_batches(
+    loader: DataLoader, device: torch.device, what: str
+) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
+    """Yields `(inputs, labels)` per batch, moved to `device`, and fails on an empty loader."""
+    seen = False
+    for batch in loader:
+        seen = True
+        yield split_batch(batch, device, what)
+    if not seen:
+        raise ValueError(f"`{what}` is empty: it yielded no batch. Pass at least one example.")
+
+
+def split_batch(batch: Any, device: torch.device, what: str) -> tuple[tuple[Tensor, ...], Tensor]:
+    """Splits a Captum-style batch into model inputs and labels, on `device`."""
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise TypeError(
+            f"each batch of `{what}` must be a tuple `(*inputs, labels)` with the labels last; "
+            f"got {type(batch).__name__}."
+        )
+    *inputs, labels = batch
+    if not all(isinstance(t, Tensor) for t in (*inputs, labels)):
+        raise TypeError(f"every element of a batch of `{what}` must be a tensor.")
+    n = labels.shape[0] if labels.dim() > 0 else None
+    for i, x in enumerate(inputs):
+        if x.dim() == 0 or x.shape[0] != n:
+            raise ValueError(
+                f"`{what}`: input {i} has shape {tuple(x.shape)} but labels have shape "
+                f"{tuple(labels.shape)}; both need the batch size as first dimension."
+            )
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise ValueError(
+                f"`{what}`: input {i} contains NaN or infinite values; clean the data first."
+            )
+    return tuple(x.to(device) for x in inputs), labels.to(device)

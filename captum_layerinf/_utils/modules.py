@@ -1,0 +1,130 @@
+"""Layers of a model: discovery in forward order, validation, and state that must be restored."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def parameterised_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Modules that own parameters directly (not through children), by dotted name."""
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if any(True for _ in module.parameters(recurse=False))
+    }
+
+
+def layer_parameter_names(model: nn.Module, layer: str) -> list[str]:
+    """Full dotted names (as in `model.named_parameters()`) of a layer's own parameters."""
+    module = model.get_submodule(layer)
+    prefix = f"{layer}." if layer else ""
+    return [prefix + name for name, _ in module.named_parameters(recurse=False)]
+
+
+def forward_order(model: nn.Module, names: Sequence[str], inputs: tuple[Tensor, ...]) -> list[str]:
+    """Returns `names` sorted by the first call of each module in one forward pass.
+
+    Modules that the forward pass never calls are dropped: their influence is zero.
+    """
+    calls: list[str] = []
+    handles = []
+    try:
+        for name in names:
+            module = model.get_submodule(name)
+            handles.append(
+                module.register_forward_pre_hook(lambda *_, name=name: calls.append(name))
+            )
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    order = list(dict.fromkeys(calls))
+    return order
+
+
+def resolve_layers(
+    model: nn.Module, layers: Sequence[str] | None, example_inputs: tuple[Tensor, ...]
+) -> list[str]:
+    """Validates or discovers the layers to explain.
+
+    Args:
+        model: The model.
+        layers: Dotted module names, or None for every module owning trainable parameters.
+        example_inputs: One small batch, used to order the layers as the forward pass runs.
+
+    Returns:
+        Layer names in forward order.
+    """
+    owners = parameterised_modules(model)
+    if layers is None:
+        trainable = [
+            name
+            for name, module in owners.items()
+            if any(p.requires_grad for p in module.parameters(recurse=False))
+        ]
+        if not trainable:
+            raise ValueError(
+                "the model has no trainable parameters; name the layers to explain with `layers=`."
+            )
+        order = forward_order(model, trainable, example_inputs)
+        if not order:
+            raise ValueError("no parameterised module of the model is called by its forward pass.")
+        return order
+    if isinstance(layers, str):
+        raise TypeError(f"layers must be a list of names, e.g. [{layers!r}]; got a string.")
+    layers = list(layers)
+    if not layers:
+        raise ValueError("layers is empty; pass None to use every layer with parameters.")
+    valid = list(owners)
+    for name in layers:
+        if name not in owners:
+            shown = ", ".join(repr(v) for v in valid)
+            hint = f"unknown layer {name!r}. "
+            if _has_submodule(model, name):
+                kind = type(model.get_submodule(name)).__name__
+                hint = f"'{name}' is a {kind} that owns no parameters itself. "
+            raise ValueError(f"{hint}Valid layer names: {shown}.")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers contains duplicates: {layers}.")
+    return layers
+
+
+def _has_submodule(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def evaluation_state(model: nn.Module) -> Iterator[None]:
+    """Runs in eval mode (warning if the model was training); restores mode and grad flags."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    if was_training:
+        warnings.warn(
+            "the model is in training mode; influence is computed in eval mode (dropout off, "
+            "batch-norm running statistics) and the mode is restored afterwards. Call "
+            "model.eval() to silence this warning.",
+            UserWarning,
+            stacklevel=3,
+        )
+        model.eval()
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))

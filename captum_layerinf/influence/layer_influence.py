@@ -1,0 +1,264 @@
+"""`LayerInfluence`: layer-wise influence functions (Aamir et al. 2023) for Captum."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from captum.influence import DataInfluence
+from captum.influence._utils.common import KMostInfluentialResults
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from .._utils.data import as_dataloader, iter_batches
+from .._utils.losses import ExampleLoss
+from .._utils.modules import (
+    evaluation_state,
+    layer_parameter_names,
+    model_device,
+    resolve_layers,
+)
+from ._collect import ScoreCollector
+from ._gradients import GradientEngine, flatten
+from .strategies import Block, CurvatureStrategy, FitContext, make_strategy
+
+GLOBAL = "<global>"
+
+
+class LayerInfluence(DataInfluence):
+    r"""Layer-wise influence of training examples on test predictions.
+
+    For a layer `l` with parameters θ_l, training example z_j and test example ẑ_k::
+
+        s_l(j, k) = ∇_{θ_l} L(ẑ_k)ᵀ (H_l + λ I)⁻¹ ∇_{θ_l} L(z_j)
+
+    with H_l the Hessian block of the MEAN training loss and λ = `damping`. Positive
+    scores are proponents: removing z_j is predicted to raise the test loss by s_l / n.
+    The compound score is Σ_l s_l (paper Eq. 7); the global score uses all parameters
+    and the full Hessian (Eq. 5).
+
+    Args:
+        model: A classifier returning logits `[batch, classes]`. Evaluated in eval mode
+            (a model in training mode is switched, with a warning, and restored).
+        train_dataset: A Dataset or a non-shuffling DataLoader whose batches are
+            `(*inputs, labels)`, or such a tuple of tensors.
+        layers: Dotted module names from `model.named_modules()`; default: every module
+            owning trainable parameters, in forward order. Naming a frozen layer computes it.
+        loss_fn: Per-example loss; default cross-entropy. A loss module with any
+            `reduction` is used per example (a copy with `reduction="none"`).
+        hessian: A strategy name ("exact", "identity", "captum") or a strategy's Settings
+            instance, e.g. `ExactSettings(max_block_bytes=...)`.
+        damping: λ added to every Hessian block. For a model trained with L2 weight decay
+            `wd` on the mean loss, `damping=wd` is the exact choice.
+        batch_size: Batch size used to iterate over Datasets.
+
+    Examples:
+        >>> li = LayerInfluence(model, train_ds)
+        >>> scores = li.influence((x_test, y_test))       # [n_layers, n_test, n_train]
+        >>> top = li.influence((x_test, y_test), k=5)      # indices [n_layers, n_test, 5]
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_dataset: Dataset | DataLoader | tuple[Tensor, ...],
+        layers: Sequence[str] | None = None,
+        loss_fn: nn.Module | Any | None = None,
+        hessian: str | Any = "exact",
+        damping: float = 1e-2,
+        batch_size: int = 64,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module; got {type(model).__name__}.")
+        if not isinstance(damping, (int, float)) or damping < 0 or damping != damping:
+            raise ValueError(f"damping must be a number >= 0; got {damping!r}.")
+        self.model = model
+        self.train_dataset = train_dataset
+        self.damping = float(damping)
+        self.batch_size = batch_size
+        self.hessian = hessian
+        make_strategy(hessian, self.damping)  # fail early on an unknown strategy
+        self.train_dataloader = as_dataloader(train_dataset, batch_size, "train_dataset")
+        self.loss = ExampleLoss(loss_fn)
+        self.device = model_device(model)
+        with evaluation_state(model):
+            inputs, _ = next(iter_batches(self.train_dataloader, self.device, "train_dataset"))
+            self.layer_names = resolve_layers(model, layers, inputs)
+        self._fitted: dict[str, tuple[CurvatureStrategy, FitContext]] = {}
+
+    # ---------------------------------------------------------------- public API
+
+    def influence(  # type: ignore[override]
+        self,
+        inputs: tuple[Tensor, ...] | DataLoader,
+        k: int | None = None,
+        proponents: bool = True,
+        show_progress: bool = False,
+    ) -> Tensor | KMostInfluentialResults:
+        """Layer-wise influence of every training example on every test example.
+
+        Args:
+            inputs: Test batch `(*inputs, labels)`, or a DataLoader yielding such batches.
+            k: If given, return only the `k` most influential training examples.
+            proponents: With `k`: largest scores (proponents) or smallest (opponents).
+            show_progress: Show progress bars.
+
+        Returns:
+            `Tensor [n_layers, n_test, n_train]`, or with `k` a `KMostInfluentialResults`
+            whose `indices` and `influence_scores` are `[n_layers, n_test, k]`, sorted
+            best first.
+        """
+        return self._run(inputs, "layers", k, proponents, False, show_progress)
+
+    def compound_influence(
+        self,
+        inputs: tuple[Tensor, ...] | DataLoader,
+        k: int | None = None,
+        proponents: bool = True,
+        show_progress: bool = False,
+    ) -> Tensor | KMostInfluentialResults:
+        """Compound influence Σ_l s_l over the selected layers (paper Eq. 7).
+
+        Returns:
+            `Tensor [n_test, n_train]`, or with `k` a `KMostInfluentialResults` with fields
+            `[n_test, k]`. Never holds the per-layer scores of all training examples.
+        """
+        return self._run(inputs, "layers", k, proponents, True, show_progress)
+
+    def global_influence(
+        self,
+        inputs: tuple[Tensor, ...] | DataLoader,
+        k: int | None = None,
+        proponents: bool = True,
+        show_progress: bool = False,
+    ) -> Tensor | KMostInfluentialResults:
+        """Influence through all trainable parameters and the full Hessian (paper Eq. 5).
+
+        Returns:
+            `Tensor [n_test, n_train]`, or with `k` a `KMostInfluentialResults` with fields
+            `[n_test, k]`.
+        """
+        return self._run(inputs, GLOBAL, k, proponents, True, show_progress)
+
+    def self_influence(
+        self,
+        inputs: tuple[Tensor, ...] | DataLoader | None = None,
+        show_progress: bool = False,
+    ) -> Tensor:
+        """Layer-wise self-influence s_l(j, j) of each example on its own loss.
+
+        Args:
+            inputs: Examples `(*inputs, labels)` or a DataLoader; default the training set.
+            show_progress: Show progress bars.
+
+        Returns:
+            `Tensor [n_layers, n]`.
+        """
+        loader = (
+            self.train_dataloader
+            if inputs is None
+            else as_dataloader(inputs, self.batch_size, "inputs")
+        )
+        with evaluation_state(self.model):
+            strategy, ctx = self._fit("layers", show_progress)
+            if strategy.delegates_scoring:
+                return strategy.self_scores(ctx, loader).to(self._dtype)
+            out = []
+            for x, y in ctx.checked(loader, "inputs", "self-influence"):
+                grads = self._block_grads(ctx, strategy.blocks, x, y)
+                out.append(
+                    torch.stack(
+                        [
+                            (strategy.inverse_hvp(i, g) * g.double()).sum(-1)
+                            for i, g in enumerate(grads)
+                        ]
+                    )
+                )
+            return torch.cat(out, dim=1).to(self._dtype)
+
+    # ---------------------------------------------------------------- internals
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _blocks(self, which: str) -> list[Block]:
+        params = dict(self.model.named_parameters())
+        if which == GLOBAL:
+            names = [n for n, p in params.items() if p.requires_grad] or list(params)
+            return [Block(GLOBAL, None, tuple(names), sum(params[n].numel() for n in names))]
+        blocks = []
+        for layer in self.layer_names:
+            own = layer_parameter_names(self.model, layer)
+            names = [n for n in own if params[n].requires_grad] or own
+            blocks.append(
+                Block(layer, (layer,), tuple(names), sum(params[n].numel() for n in names))
+            )
+        return blocks
+
+    def _n_train(self) -> int:
+        return sum(len(y) for *_, y in self.train_dataloader)
+
+    def _fit(self, which: str, show_progress: bool) -> tuple[CurvatureStrategy, FitContext]:
+        if which not in self._fitted:
+            ctx = FitContext(
+                model=self.model,
+                loss=self.loss,
+                engine=GradientEngine(self.model, self.loss),
+                train_loader=self.train_dataloader,
+                n_train=self._n_train(),
+                damping=self.damping,
+                device=self.device,
+                show_progress=show_progress,
+            )
+            strategy = make_strategy(self.hessian, self.damping)
+            strategy.fit(ctx, self._blocks(which))
+            self._fitted[which] = (strategy, ctx)
+        strategy, ctx = self._fitted[which]
+        ctx.show_progress = show_progress
+        return strategy, ctx
+
+    @staticmethod
+    def _block_grads(
+        ctx: FitContext, blocks: list[Block], x: tuple[Tensor, ...], y: Tensor
+    ) -> list[Tensor]:
+        names = list(dict.fromkeys(n for b in blocks for n in b.param_names))
+        g = ctx.engine.grads(x, y, names)
+        return [flatten([g[n] for n in b.param_names], 1) for b in blocks]
+
+    def _run(
+        self,
+        inputs: tuple[Tensor, ...] | DataLoader,
+        which: str,
+        k: int | None,
+        proponents: bool,
+        reduce_blocks: bool,
+        show_progress: bool,
+    ) -> Tensor | KMostInfluentialResults:
+        if k is not None and (not isinstance(k, int) or k < 1):
+            raise ValueError(f"k must be a positive int or None; got {k!r}.")
+        test_loader = as_dataloader(inputs, self.batch_size, "inputs")
+        collector = ScoreCollector(k, proponents)
+        with evaluation_state(self.model):
+            strategy, ctx = self._fit(which, show_progress)
+            if strategy.delegates_scoring:
+                scores = strategy.scores(ctx, test_loader)
+                collector.add(scores.sum(0) if reduce_blocks else scores)
+            else:
+                test = [
+                    self._block_grads(ctx, strategy.blocks, x, y)
+                    for x, y in ctx.checked(test_loader, "inputs", "test gradients")
+                ]
+                pre = [
+                    strategy.inverse_hvp(i, torch.cat([t[i] for t in test]))
+                    for i in range(len(strategy.blocks))
+                ]
+                for x, y in ctx.batches("influence"):
+                    grads = self._block_grads(ctx, strategy.blocks, x, y)
+                    chunk = torch.stack([q @ g.double().T for q, g in zip(pre, grads, strict=True)])
+                    collector.add(chunk.sum(0) if reduce_blocks else chunk)
+        result = collector.result()
+        if isinstance(result, Tensor):
+            return result.to(self._dtype)
+        return KMostInfluentialResults(result.indices, result.influence_scores.to(self._dtype))

@@ -1,0 +1,28 @@
+"""Curvature strategies, registered by name: importing this package registers them all."""
+
+from .base import (
+    Block,
+    CurvatureStrategy,
+    FitContext,
+    available_strategies,
+    make_strategy,
+    register_strategy,
+)
+from .captum_naive import CaptumSettings, CaptumStrategy
+from .exact import ExactSettings, ExactStrategy
+from .identity import IdentitySettings, IdentityStrategy
+
+__all__ = [
+    "Block",
+    "CaptumSettings",
+    "CaptumStrategy",
+    "CurvatureStrategy",
+    "ExactSettings",
+    "ExactStrategy",
+    "FitContext",
+    "IdentitySettings",
+    "IdentityStrategy",
+    "available_strategies",
+    "make_strategy",
+    "register_strategy",
+]

@@ -1,0 +1,138 @@
+"""The curvature-strategy interface and the registry that maps names to strategies."""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..._utils.data import iter_batches
+from ..._utils.losses import ExampleLoss
+from .._gradients import GradientEngine
+
+
+@dataclass(frozen=True)
+class Block:
+    """A set of parameters that shares one Hessian block.
+
+    Attributes:
+        name: Layer name (dotted, "" for a model that is one layer) or "<global>".
+        layers: Module names the block covers (None: the whole model).
+        param_names: Names as in `model.named_parameters()`.
+        numel: Number of scalar parameters, P.
+    """
+
+    name: str
+    layers: tuple[str, ...] | None
+    param_names: tuple[str, ...]
+    numel: int
+
+
+@dataclass
+class FitContext:
+    """What a strategy may use to fit curvature on the training set."""
+
+    model: nn.Module
+    loss: ExampleLoss
+    engine: GradientEngine
+    train_loader: DataLoader
+    n_train: int
+    damping: float
+    device: torch.device
+    show_progress: bool
+
+    def batches(self, desc: str) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
+        """One pass over the training set, with validated `(inputs, labels)` batches."""
+        return self.checked(self.train_loader, "train_dataset", desc)
+
+    def checked(
+        self, loader: DataLoader, what: str, desc: str
+    ) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
+        """Batches of `loader` on the model's device, labels and losses validated."""
+        bar = tqdm(total=len(loader), desc=desc, disable=not self.show_progress, leave=False)
+        with bar:
+            for inputs, labels in iter_batches(loader, self.device, what):
+                self.engine.outputs(inputs, labels, what)
+                yield inputs, labels
+                bar.update()
+
+
+class CurvatureStrategy(ABC):
+    """Approximates `(H_b + damping I)^{-1}` for each block `b`, H_b of the MEAN training loss.
+
+    Subclasses set `name` and `Settings` (a frozen dataclass whose fields all have
+    defaults) and register themselves with `@register_strategy`. A strategy that cannot be
+    written as an inverse-Hessian product (it computes whole scores itself) sets
+    `delegates_scoring = True` and implements `scores` and `self_scores` instead.
+    """
+
+    name: ClassVar[str]
+    Settings: ClassVar[type]
+    delegates_scoring: ClassVar[bool] = False
+
+    def __init__(self, settings: Any, damping: float) -> None:
+        self.settings = settings
+        self.damping = damping
+        self.blocks: list[Block] = []
+
+    @abstractmethod
+    def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
+        """Builds whatever `inverse_hvp` needs for every block."""
+
+    def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
+        """Returns `(H_b + damping I)^{-1} v` for each row v of `vectors [m, P]`, in float64."""
+        raise NotImplementedError(f"strategy {self.name!r} does not provide inverse_hvp.")
+
+    def scores(self, ctx: FitContext, test_loader: DataLoader) -> Tensor:
+        """Scores `Tensor [n_blocks, n_test, n_train]` (delegating strategies only)."""
+        raise NotImplementedError(f"strategy {self.name!r} does not compute scores itself.")
+
+    def self_scores(self, ctx: FitContext, loader: DataLoader) -> Tensor:
+        """Self-influence `Tensor [n_blocks, n]` (delegating strategies only)."""
+        raise NotImplementedError(f"strategy {self.name!r} does not compute scores itself.")
+
+
+_REGISTRY: dict[str, type[CurvatureStrategy]] = {}
+
+
+def register_strategy(cls: type[CurvatureStrategy]) -> type[CurvatureStrategy]:
+    """Class decorator that makes a strategy available by its `name`."""
+    if not (dataclasses.is_dataclass(cls.Settings) and cls.Settings.__dataclass_params__.frozen):
+        raise TypeError(f"{cls.__name__}.Settings must be a frozen dataclass.")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available_strategies() -> list[str]:
+    """Names accepted by `LayerInfluence(hessian=...)`."""
+    return sorted(_REGISTRY)
+
+
+def make_strategy(hessian: str | Any, damping: float) -> CurvatureStrategy:
+    """Instantiates a strategy from its name or from an instance of its Settings."""
+    if isinstance(hessian, str):
+        if hessian not in _REGISTRY:
+            raise ValueError(
+                f"unknown hessian strategy {hessian!r}; available: {available_strategies()}."
+            )
+        cls = _REGISTRY[hessian]
+        return cls(cls.Settings(), damping)
+    for cls in _REGISTRY.values():
+        if type(hessian) is cls.Settings:
+            return cls(hessian, damping)
+    raise TypeError(
+        f"hessian must be a strategy name {available_strategies()} or a strategy's Settings "
+        f"instance; got {type(hessian).__name__}."
+    )
+
+
+def settings_dict(strategy: CurvatureStrategy) -> dict[str, Any]:
+    """The strategy's name and settings, JSON-ready (saved beside results)."""
+    return {"hessian": strategy.name, **dataclasses.asdict(strategy.settings)}

@@ -1,0 +1,82 @@
+"""`hessian="captum"`: every block delegated to Captum's `NaiveInfluenceFunction`.
+
+This is the cross-check. Captum's Hessian is that of the SUMMED training loss, and it
+keeps only the top `projection_dim` eigenpairs above `hessian_inverse_tol`. With
+`hessian_reg = damping * n`, `projection_dim = P` (all eigenpairs) and its scores
+multiplied by `n`, it computes our convention exactly (shared/DESIGN.md) whenever the
+damped block is positive definite. Negative eigenvalues of a curved, non-convex block
+are dropped by Captum, while `"exact"` keeps them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import torch
+from captum.influence import NaiveInfluenceFunction
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from .base import Block, CurvatureStrategy, FitContext, register_strategy
+
+
+@dataclass(frozen=True)
+class CaptumSettings:
+    """Settings of `hessian="captum"`.
+
+    Attributes:
+        hessian_inverse_tol: Captum's eigenvalue cut-off; eigenvalues of the damped,
+            summed-loss Hessian at or below it are dropped.
+    """
+
+    hessian_inverse_tol: float = 1e-12
+
+
+@register_strategy
+class CaptumStrategy(CurvatureStrategy):
+    """One `captum.influence.NaiveInfluenceFunction` per block, rescaled to our convention."""
+
+    name = "captum"
+    Settings = CaptumSettings
+    delegates_scoring = True
+
+    def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
+        """Builds one Captum instance per block (Captum computes its Hessian here)."""
+        self.blocks = blocks
+        self.n_train = ctx.n_train
+        # Captum loads its checkpoint from a file; it is our current state, saved here.
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "checkpoint.pt")
+            torch.save(ctx.model.state_dict(), path)
+            self._captum = [self._make(ctx, block, path) for block in blocks]
+
+    def _make(self, ctx: FitContext, block: Block, path: str) -> NaiveInfluenceFunction:
+        # A model that is itself the layer has the name "", which Captum cannot look up.
+        layers = None if block.layers in (None, ("",)) else list(block.layers)
+        return NaiveInfluenceFunction(
+            ctx.model,
+            ctx.train_loader,
+            path,
+            layers=layers,
+            loss_fn=ctx.loss.fn,
+            batch_size=ctx.train_loader.batch_size,
+            projection_dim=block.numel,
+            hessian_reg=self.damping * ctx.n_train,
+            hessian_inverse_tol=self.settings.hessian_inverse_tol,
+            show_progress=ctx.show_progress,
+        )
+
+    def scores(self, ctx: FitContext, test_loader: DataLoader) -> Tensor:
+        """Captum's influence per block, times n, `Tensor [n_blocks, n_test, n_train]`."""
+        per_batch = []
+        for inputs, labels in ctx.checked(test_loader, "inputs", "Captum influence"):
+            per_batch.append(
+                torch.stack([c.influence((*inputs, labels)) for c in self._captum]) * self.n_train
+            )
+        return torch.cat(per_batch, dim=1)
+
+    def self_scores(self, ctx: FitContext, loader: DataLoader) -> Tensor:
+        """Captum's self-influence per block, times n, `Tensor [n_blocks, n]`."""
+        return torch.stack([c.self_influence(loader) for c in self._captum]) * self.n_train

@@ -1,0 +1,138 @@
+"""`hessian="exact"`: a dense, damped Hessian block per layer, factorised once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .._gradients import flatten
+from .base import Block, CurvatureStrategy, FitContext, register_strategy
+
+SCALABLE_HINT = (
+    "use a scalable strategy (hessian='cg', 'lissa' or 'ekfac' once available; "
+    "hessian='identity' now), raise ExactSettings(max_block_bytes=...), "
+    "or leave the layer out with layers=[...]"
+)
+
+
+@dataclass(frozen=True)
+class ExactSettings:
+    """Settings of `hessian="exact"`.
+
+    Attributes:
+        max_block_bytes: Largest dense float64 block to build; larger blocks are refused.
+        gauss_newton: "auto" builds the block as Jᵀ Λ J when a probe shows the logits are
+            piecewise linear in the block (exact there, and cheap); "never" always uses
+            Hessian-vector products; "always" forces Gauss-Newton (an approximation where
+            the model is curved in the block).
+        residual_tol: "auto" uses Gauss-Newton when the left-out term's relative size on a
+            random direction is at most this.
+        hvp_chunk_size: Hessian-vector products evaluated at once when building a block
+            from true Hessian products.
+        probe_seed: Seed of the probe's random direction.
+    """
+
+    max_block_bytes: int = 2 * 1024**3
+    gauss_newton: str = "auto"
+    residual_tol: float = 1e-10
+    hvp_chunk_size: int = 256
+    probe_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.gauss_newton not in ("auto", "always", "never"):
+            raise ValueError(
+                f"gauss_newton must be 'auto', 'always' or 'never'; got {self.gauss_newton!r}."
+            )
+
+
+@register_strategy
+class ExactStrategy(CurvatureStrategy):
+    """Dense Hessian blocks of the mean training loss, damped and factorised.
+
+    A block is built from per-example logit Jacobians (Gauss-Newton, `Jᵀ Λ J` with Λ the
+    Hessian of the loss in the logits) where that is exact, and from true Hessian-vector
+    products otherwise. `self.method[b]` says which one each block used.
+    """
+
+    name = "exact"
+    Settings = ExactSettings
+
+    def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
+        """Accumulates each block over the training set, then factorises it."""
+        self.blocks = blocks
+        for block in blocks:
+            need = block.numel**2 * 8
+            if need > self.settings.max_block_bytes:
+                raise MemoryError(
+                    f"the dense Hessian block of {block.name or '<model>'!r} has "
+                    f"{block.numel:,} parameters and would need {need / 1024**3:,.1f} GiB "
+                    f"(limit {self.settings.max_block_bytes / 1024**3:,.1f} GiB): {SCALABLE_HINT}."
+                )
+        dev = ctx.device
+        sums = [torch.zeros(b.numel, b.numel, dtype=torch.float64, device=dev) for b in blocks]
+        self.method: list[str] = []
+        self.residual: list[float] = []
+        seen = 0
+        for inputs, labels in ctx.batches("exact Hessian blocks"):
+            if not self.method:
+                self._choose_methods(ctx, blocks, inputs, labels)
+            seen += len(labels)
+            gn = [i for i, m in enumerate(self.method) if m == "gauss-newton"]
+            if gn:
+                names = [n for i in gn for n in blocks[i].param_names]
+                lc = ctx.engine.logit_curvature(inputs, labels, names)
+                for i in gn:
+                    jac = flatten([lc.jacobians[n] for n in blocks[i].param_names], 2)
+                    lam_jac = torch.bmm(lc.loss_hessian, jac)
+                    # Per-batch product in the model dtype, accumulated in float64.
+                    sums[i] += (jac.flatten(0, 1).T @ lam_jac.flatten(0, 1)).double()
+            for i, m in enumerate(self.method):
+                if m == "hessian":
+                    h = ctx.engine.hessian(
+                        inputs, labels, list(blocks[i].param_names), self.settings.hvp_chunk_size
+                    )
+                    sums[i] += h.double()
+        if seen != ctx.n_train:
+            raise RuntimeError(f"the training set yielded {seen} examples, expected {ctx.n_train}.")
+        self._factors = [
+            self._factorise(s / ctx.n_train, b) for s, b in zip(sums, blocks, strict=True)
+        ]
+
+    def _choose_methods(self, ctx: FitContext, blocks, inputs, labels) -> None:
+        mode = self.settings.gauss_newton
+        for block in blocks:
+            if mode == "auto":
+                r = ctx.engine.curvature_residual(
+                    inputs, labels, list(block.param_names), self.settings.probe_seed
+                )
+                self.residual.append(r)
+                use_gn = r <= self.settings.residual_tol
+            else:
+                self.residual.append(float("nan"))
+                use_gn = mode == "always"
+            self.method.append("gauss-newton" if use_gn else "hessian")
+
+    def _factorise(self, hessian: Tensor, block: Block):
+        eye = torch.eye(len(hessian), dtype=hessian.dtype, device=hessian.device)
+        damped = hessian + self.damping * eye
+        chol, info = torch.linalg.cholesky_ex(damped)
+        if info == 0:
+            return ("cholesky", chol)
+        # Indefinite (a curved, non-convex block): LU still solves it exactly.
+        lu, pivots, info = torch.linalg.lu_factor_ex(damped)
+        if info != 0:
+            raise ValueError(
+                f"the damped Hessian block of {block.name or '<model>'!r} is singular; "
+                f"increase damping (now {self.damping})."
+            )
+        return ("lu", lu, pivots)
+
+    def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
+        """Solves `(H_b + damping I) x = v` for every row v of `vectors`, in float64."""
+        kind, *factor = self._factors[block]
+        rhs = vectors.T.to(torch.float64)
+        if kind == "cholesky":
+            return torch.cholesky_solve(rhs, factor[0]).T
+        return torch.linalg.lu_solve(factor[0], factor[1], rhs).T

@@ -1,0 +1,49 @@
+"""Small seeded problems shared by the tests (float64 where tolerances are tight)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from captum_layerinf.datasets import load_digits_split
+from captum_layerinf.training import train_classifier
+
+
+def tiny_cnn(act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """conv-act-conv-act-maxpool-flatten-linear on 8x8 digits: 792 parameters."""
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        act(),
+        nn.Conv2d(3, 4, 3, padding=1),
+        act(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    )
+
+
+def _trained(act: type[nn.Module], n_train: int, n_test: int, seed: int = 0):
+    torch.manual_seed(seed)
+    train, test = load_digits_split(n_train, n_test, seed=seed, dtype=torch.float64)
+    model = tiny_cnn(act).double()
+    train_classifier(model, train, epochs=15, lr=1e-2, seed=seed)
+    return model, train, test
+
+
+@pytest.fixture(scope="session")
+def relu_problem():
+    """A ReLU + max-pool CNN trained on 96 digits, and 7 test digits (float64)."""
+    return _trained(nn.ReLU, 96, 7)
+
+
+@pytest.fixture(scope="session")
+def tanh_problem():
+    """The same CNN with tanh: curved in every layer (float64)."""
+    return _trained(nn.Tanh, 96, 7)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|: a norm-wise relative error that ignores near-zero entries."""
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / b.abs().max())

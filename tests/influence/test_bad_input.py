@@ -1,0 +1,186 @@
+"""Bad input fails early with an error that names the problem and the fix."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from captum_layerinf import ExactSettings, LayerInfluence
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 4)).eval()
+    x = torch.rand(12, 1, 8, 8)
+    y = torch.arange(12) % 4
+    return model, x, y
+
+
+def test_unknown_layer_lists_the_valid_names(small):
+    model, x, y = small
+    with pytest.raises(ValueError, match=r"unknown layer 'conv1'.*Valid layer names: '0', '3'"):
+        LayerInfluence(model, (x, y), layers=["conv1"])
+
+
+def test_layer_without_parameters_is_explained(small):
+    model, x, y = small
+    with pytest.raises(
+        ValueError, match=r"'1' is a ReLU that owns no parameters itself.*Valid layer names"
+    ):
+        LayerInfluence(model, (x, y), layers=["1"])
+
+
+def test_layers_as_a_string_is_rejected(small):
+    model, x, y = small
+    with pytest.raises(TypeError, match=r"list of names, e.g. \['0'\]"):
+        LayerInfluence(model, (x, y), layers="0")
+
+
+def test_float_labels_are_rejected_with_the_fix(small):
+    model, x, y = small
+    with pytest.raises(TypeError, match=r"integer class indices.*labels.long\(\)"):
+        LayerInfluence(model, (x, y.float())).influence((x[:2], y[:2]))
+
+
+def test_one_hot_labels_are_rejected_with_the_fix(small):
+    model, x, y = small
+    li = LayerInfluence(model, (x, y))
+    onehot = nn.functional.one_hot(y[:2], 4)
+    with pytest.raises(ValueError, match=r"shape \[2\].*labels.argmax\(1\)"):
+        li.influence((x[:2], onehot))
+
+
+def test_label_count_mismatch_is_rejected(small):
+    model, x, y = small
+    li = LayerInfluence(model, (x, y))
+    with pytest.raises(ValueError, match="same first dimension"):
+        li.influence((x[:3], y[:2]))
+
+
+def test_label_out_of_range_is_rejected(small):
+    model, x, y = small
+    li = LayerInfluence(model, (x, y))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\]"):
+        li.influence((x[:2], torch.tensor([0, 7])))
+
+
+def test_input_dtype_different_from_the_model_is_rejected(small):
+    model, x, y = small
+    with pytest.raises(TypeError, match=r"input 0 is torch.float64 but the model's parameters"):
+        LayerInfluence(model, (x, y)).influence((x[:2].double(), y[:2]))
+
+
+def test_k_larger_than_the_training_set_is_rejected(small):
+    model, x, y = small
+    with pytest.raises(ValueError, match=r"k=20 exceeds the number of training examples \(12\)"):
+        LayerInfluence(model, (x, y)).influence((x[:2], y[:2]), k=20)
+
+
+def test_empty_training_set_is_rejected(small):
+    model, x, y = small
+    with pytest.raises(ValueError, match="`train_dataset` is empty"):
+        LayerInfluence(model, TensorDataset(x[:0], y[:0]))
+
+
+def test_nan_loss_names_the_examples(small):
+    model, x, y = small
+    bad = type(model)(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 4)).eval()
+    bad.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        bad[3].bias[0] = float("nan")
+    with pytest.raises(ValueError, match=r"loss is NaN or infinite for 12 example"):
+        LayerInfluence(bad, (x, y)).influence((x[:2], y[:2]))
+
+
+def test_nan_inputs_are_rejected(small):
+    model, x, y = small
+    xn = x.clone()
+    xn[3, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite values"):
+        LayerInfluence(model, (xn, y))
+
+
+def test_shuffling_dataloader_is_rejected(small):
+    model, x, y = small
+    loader = DataLoader(TensorDataset(x, y), batch_size=4, shuffle=True)
+    with pytest.raises(ValueError, match="shuffle=False"):
+        LayerInfluence(model, loader)
+
+
+def test_unknown_strategy_lists_the_available_ones(small):
+    model, x, y = small
+    with pytest.raises(ValueError, match=r"unknown hessian strategy 'newton'.*'exact'"):
+        LayerInfluence(model, (x, y), hessian="newton")
+
+
+def test_too_large_block_is_refused_naming_scalable_strategies(small):
+    model, x, y = small
+    li = LayerInfluence(model, (x, y), hessian=ExactSettings(max_block_bytes=100_000))
+    with pytest.raises(MemoryError, match=r"'3' has 292 parameters.*'cg', 'lissa' or 'ekfac'"):
+        li.influence((x[:2], y[:2]))
+
+
+def test_loss_returning_a_scalar_is_rejected(small):
+    model, x, y = small
+    li = LayerInfluence(model, (x, y), loss_fn=lambda out, lab: out.sum())
+    with pytest.raises(ValueError, match="one loss per example"):
+        li.influence((x[:2], y[:2]))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_with_any_reduction_gives_the_same_scores(small, reduction):
+    model, x, y = small
+    ref = LayerInfluence(model, (x, y)).influence((x[:3], y[:3]))
+    ours = LayerInfluence(model, (x, y), loss_fn=nn.CrossEntropyLoss(reduction=reduction))
+    assert torch.allclose(ours.influence((x[:3], y[:3])), ref, rtol=1e-5, atol=1e-7)
+
+
+def test_training_mode_warns_and_is_restored(small):
+    model, x, y = small
+    model.train()
+    try:
+        with pytest.warns(UserWarning, match="training mode"):
+            li = LayerInfluence(model, (x, y))
+        with pytest.warns(UserWarning, match="training mode"):
+            li.influence((x[:2], y[:2]))
+        assert model.training
+    finally:
+        model.eval()
+
+
+def test_frozen_layers_are_skipped_by_default_and_computed_when_named(small):
+    model, x, y = small
+    model[0].requires_grad_(False)
+    try:
+        assert LayerInfluence(model, (x, y)).layer_names == ["3"]
+        named = LayerInfluence(model, (x, y), layers=["0", "3"])
+        scores = named.influence((x[:2], y[:2]))
+        assert scores.shape == (2, 2, 12) and scores[0].abs().max() > 0
+        assert not any(p.requires_grad for p in model[0].parameters())
+        captum = LayerInfluence(model, (x, y), layers=["0"], hessian="captum")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            captum.influence((x[:2], y[:2]))
+        # Captum switches requires_grad on for its layers; we switch it back.
+        assert not any(p.requires_grad for p in model[0].parameters())
+    finally:
+        model[0].requires_grad_(True)
+
+
+def test_state_is_restored_when_an_exception_is_raised(small):
+    model, x, y = small
+    model.train()
+    model[0].requires_grad_(False)
+    try:
+        li = LayerInfluence(model, (x, y), layers=["0"], hessian="captum")
+        with pytest.raises(ValueError):
+            li.influence((x[:2], torch.tensor([0, 9])))
+        assert model.training
+        assert not any(p.requires_grad for p in model[0].parameters())
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    finally:
+        model[0].requires_grad_(True)
+        model.eval()

@@ -1,0 +1,93 @@
+"""Equivalences: ours = Captum, layer sum = compound, top-k = full matrix, batching, data forms."""
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from captum_layerinf import LayerInfluence
+from tests.conftest import rel_err
+
+from ._reference import layer_names_of, looped_grads
+
+DAMPING = 1e-2
+
+
+@pytest.fixture(scope="module")
+def fitted(relu_problem):
+    model, train, test = relu_problem
+    li = LayerInfluence(model, train, damping=DAMPING, batch_size=32)
+    return li, li.influence(test.tensors), test
+
+
+def test_exact_equals_captum_naive_influence_per_layer(relu_problem, fitted):
+    model, train, test = relu_problem
+    _, ours, _ = fitted
+    captum = LayerInfluence(model, train, damping=DAMPING, hessian="captum", batch_size=32)
+    theirs = captum.influence(test.tensors)
+    for i in range(len(ours)):
+        assert rel_err(ours[i], theirs[i]) <= 1e-6
+    assert rel_err(captum.self_influence(), fitted[0].self_influence()) <= 1e-6
+
+
+def test_layer_sum_equals_compound(fitted):
+    li, scores, test = fitted
+    compound = li.compound_influence(test.tensors)
+    assert rel_err(compound, scores.sum(0)) <= 1e-12
+
+
+@pytest.mark.parametrize("proponents", [True, False])
+def test_k_results_are_the_top_k_of_the_full_matrix(fitted, proponents):
+    li, scores, test = fitted
+    top = li.influence(test.tensors, k=4, proponents=proponents)
+    ref = torch.topk(scores, 4, dim=-1, largest=proponents)
+    assert top.indices.shape == top.influence_scores.shape == (3, len(test), 4)
+    assert torch.equal(top.indices, ref.indices)
+    assert torch.allclose(top.influence_scores, ref.values, rtol=1e-12, atol=0)
+    top_c = li.compound_influence(test.tensors, k=4, proponents=proponents)
+    ref_c = torch.topk(scores.sum(0), 4, dim=-1, largest=proponents)
+    assert torch.equal(top_c.indices, ref_c.indices)
+
+
+def test_global_k_results_are_the_top_k(relu_problem):
+    model, train, test = relu_problem
+    li = LayerInfluence(model, train, damping=DAMPING)
+    full = li.global_influence(test.tensors)
+    top = li.global_influence(test.tensors, k=3, proponents=False)
+    assert torch.equal(top.indices, torch.topk(full, 3, largest=False).indices)
+
+
+def test_invariant_to_batch_size(relu_problem, fitted):
+    model, train, test = relu_problem
+    _, ref, _ = fitted
+    other = LayerInfluence(model, train, damping=DAMPING, batch_size=7)
+    assert rel_err(other.influence(test.tensors), ref) <= 1e-10
+
+
+def test_dataset_dataloader_and_tuple_agree(relu_problem, fitted):
+    model, train, test = relu_problem
+    _, ref, _ = fitted
+    loader = DataLoader(train, batch_size=20, shuffle=False)
+    via_loader = LayerInfluence(model, loader, damping=DAMPING)
+    test_loader = DataLoader(test, batch_size=3)
+    assert rel_err(via_loader.influence(test_loader), ref) <= 1e-10
+    via_tuple = LayerInfluence(model, train.tensors, damping=DAMPING)
+    assert rel_err(via_tuple.influence(test.tensors), ref) <= 1e-10
+
+
+def test_self_influence_is_the_diagonal_of_influence_on_the_training_set(fitted, relu_problem):
+    li, _, _ = fitted
+    _, train, _ = relu_problem
+    on_train = li.influence(train.tensors)
+    diag = torch.diagonal(on_train, dim1=1, dim2=2)
+    assert rel_err(li.self_influence(), diag) <= 1e-10
+
+
+def test_identity_is_the_gradient_dot_product(relu_problem):
+    model, train, test = relu_problem
+    li = LayerInfluence(model, train, hessian="identity")
+    ours = li.influence(test.tensors)
+    for i, layer in enumerate(li.layer_names):
+        names = layer_names_of(model, layer)
+        g_tr = looped_grads(model, *train.tensors, names)
+        g_te = looped_grads(model, *test.tensors, names)
+        assert rel_err(ours[i], g_te @ g_tr.T) <= 1e-10

@@ -1,0 +1,12 @@
+"""The README's quickstart runs as written."""
+
+import re
+from pathlib import Path
+
+
+def test_readme_quickstart_runs():
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "the README has no python block"
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {})
