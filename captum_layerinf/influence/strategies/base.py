@@ -131,8 +131,3 @@ def make_strategy(hessian: str | Any, damping: float) -> CurvatureStrategy:
         f"hessian must be a strategy name {available_strategies()} or a strategy's Settings "
         f"instance; got {type(hessian).__name__}."
     )
-
-
-def settings_dict(strategy: CurvatureStrategy) -> dict[str, Any]:
-    """The strategy's name and settings, JSON-ready (saved beside results)."""
-    return {"hessian": strategy.name, **dataclasses.asdict(strategy.settings)}
