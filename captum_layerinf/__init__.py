@@ -1,7 +1,13 @@
 """captum-layerinf: layer-wise influence functions for Captum."""
 
-from .influence import ExactSettings, LayerInfluence, available_strategies
+from .influence import ExactSettings, LayerInfluence, TracInSettings, available_strategies
 
 __version__ = "0.1.0"
 
-__all__ = ["ExactSettings", "LayerInfluence", "__version__", "available_strategies"]
+__all__ = [
+    "ExactSettings",
+    "LayerInfluence",
+    "TracInSettings",
+    "__version__",
+    "available_strategies",
+]

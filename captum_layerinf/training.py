@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -17,6 +19,7 @@ def train_classifier(
     batch_size: int = 64,
     seed: int = 0,
     show_progress: bool = False,
+    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
 ) -> nn.Module:
     """Trains `model` with Adam on the mean cross-entropy; returns it in eval mode.
 
@@ -29,13 +32,15 @@ def train_classifier(
         batch_size: Mini-batch size.
         seed: Seed of the shuffling (the caller seeds the initialisation).
         show_progress: Show a progress bar over epochs.
+        on_epoch_end: Called as `f(epoch, model)` after each epoch, e.g. to save a
+            checkpoint for TracIn.
     """
     gen = torch.Generator().manual_seed(seed)
     loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=gen)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
-    for _ in tqdm(range(epochs), desc="training", disable=not show_progress, leave=False):
+    for epoch in tqdm(range(epochs), desc="training", disable=not show_progress, leave=False):
         for x, y in loader:
             opt.zero_grad()
             loss = loss_fn(model(x), y)
@@ -43,6 +48,8 @@ def train_classifier(
                 loss = loss + 0.5 * weight_decay * sum((p**2).sum() for p in model.parameters())
             loss.backward()
             opt.step()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model)
     return model.eval()
 
 

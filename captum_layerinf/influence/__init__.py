@@ -5,6 +5,7 @@ from .strategies import (
     CaptumSettings,
     ExactSettings,
     IdentitySettings,
+    TracInSettings,
     available_strategies,
     register_strategy,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "ExactSettings",
     "IdentitySettings",
     "LayerInfluence",
+    "TracInSettings",
     "available_strategies",
     "register_strategy",
 ]

@@ -84,6 +84,21 @@ class GradientEngine:
             )
         return g
 
+    def block_grads(
+        self, inputs: tuple[Tensor, ...], labels: Tensor, blocks: list[list[str]] | list
+    ) -> list[Tensor]:
+        """Per-example gradients flattened per block: one `Tensor [B, P_b]` per block.
+
+        Args:
+            inputs: Model inputs of the batch.
+            labels: Labels of the batch.
+            blocks: Per block, the parameter names (or objects with `param_names`).
+        """
+        names_per_block = [getattr(b, "param_names", b) for b in blocks]
+        names = list(dict.fromkeys(n for names in names_per_block for n in names))
+        g = self.grads(inputs, labels, names)
+        return [flatten([g[n] for n in names], 1) for names in names_per_block]
+
     def logit_curvature(
         self, inputs: tuple[Tensor, ...], labels: Tensor, names: list[str]
     ) -> LogitCurvature:

@@ -20,7 +20,7 @@ from .._utils.modules import (
     resolve_layers,
 )
 from ._collect import ScoreCollector
-from ._gradients import GradientEngine, flatten
+from ._gradients import GradientEngine
 from .strategies import Block, CurvatureStrategy, FitContext, make_strategy
 
 GLOBAL = "<global>"
@@ -52,6 +52,10 @@ class LayerInfluence(DataInfluence):
         damping: λ added to every Hessian block. For a model trained with L2 weight decay
             `wd` on the mean loss, `damping=wd` is the exact choice.
         batch_size: Batch size used to iterate over Datasets.
+        checkpoints: For `hessian="tracin"`: checkpoint paths or state dicts, c = 1..C.
+        checkpoints_load_func: For "tracin": `f(model, checkpoint)` loading one checkpoint
+            into the model; default `torch.load(path, weights_only=True)` + `load_state_dict`.
+        learning_rates: For "tracin": η_c per checkpoint (default 1.0 each).
 
     Examples:
         >>> li = LayerInfluence(model, train_ds)
@@ -68,6 +72,9 @@ class LayerInfluence(DataInfluence):
         hessian: str | Any = "exact",
         damping: float = 1e-2,
         batch_size: int = 64,
+        checkpoints: Sequence[Any] | None = None,
+        checkpoints_load_func: Any | None = None,
+        learning_rates: Sequence[float] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module; got {type(model).__name__}.")
@@ -78,7 +85,14 @@ class LayerInfluence(DataInfluence):
         self.damping = float(damping)
         self.batch_size = batch_size
         self.hessian = hessian
-        make_strategy(hessian, self.damping)  # fail early on an unknown strategy
+        given = {
+            "checkpoints": checkpoints,
+            "checkpoints_load_func": checkpoints_load_func,
+            "learning_rates": learning_rates,
+        }
+        self._strategy_args = {k: v for k, v in given.items() if v is not None}
+        # Fail early on an unknown strategy or arguments it does not take.
+        make_strategy(hessian, self.damping, **self._strategy_args)
         self.train_dataloader = as_dataloader(train_dataset, batch_size, "train_dataset")
         self.loss = ExampleLoss(loss_fn)
         self.device = model_device(model)
@@ -166,7 +180,7 @@ class LayerInfluence(DataInfluence):
                 return strategy.self_scores(ctx, loader).to(self._dtype)
             out = []
             for x, y in ctx.checked(loader, "inputs", "self-influence"):
-                grads = self._block_grads(ctx, strategy.blocks, x, y)
+                grads = ctx.engine.block_grads(x, y, strategy.blocks)
                 out.append(
                     torch.stack(
                         [
@@ -212,20 +226,12 @@ class LayerInfluence(DataInfluence):
                 device=self.device,
                 show_progress=show_progress,
             )
-            strategy = make_strategy(self.hessian, self.damping)
+            strategy = make_strategy(self.hessian, self.damping, **self._strategy_args)
             strategy.fit(ctx, self._blocks(which))
             self._fitted[which] = (strategy, ctx)
         strategy, ctx = self._fitted[which]
         ctx.show_progress = show_progress
         return strategy, ctx
-
-    @staticmethod
-    def _block_grads(
-        ctx: FitContext, blocks: list[Block], x: tuple[Tensor, ...], y: Tensor
-    ) -> list[Tensor]:
-        names = list(dict.fromkeys(n for b in blocks for n in b.param_names))
-        g = ctx.engine.grads(x, y, names)
-        return [flatten([g[n] for n in b.param_names], 1) for b in blocks]
 
     def _run(
         self,
@@ -247,7 +253,7 @@ class LayerInfluence(DataInfluence):
                 collector.add(scores.sum(0) if reduce_blocks else scores)
             else:
                 test = [
-                    self._block_grads(ctx, strategy.blocks, x, y)
+                    ctx.engine.block_grads(x, y, strategy.blocks)
                     for x, y in ctx.checked(test_loader, "inputs", "test gradients")
                 ]
                 pre = [
@@ -255,7 +261,7 @@ class LayerInfluence(DataInfluence):
                     for i in range(len(strategy.blocks))
                 ]
                 for x, y in ctx.batches("influence"):
-                    grads = self._block_grads(ctx, strategy.blocks, x, y)
+                    grads = ctx.engine.block_grads(x, y, strategy.blocks)
                     chunk = torch.stack([q @ g.double().T for q, g in zip(pre, grads, strict=True)])
                     collector.add(chunk.sum(0) if reduce_blocks else chunk)
         result = collector.result()

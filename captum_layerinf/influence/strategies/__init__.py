@@ -11,6 +11,7 @@ from .base import (
 from .captum_naive import CaptumSettings, CaptumStrategy
 from .exact import ExactSettings, ExactStrategy
 from .identity import IdentitySettings, IdentityStrategy
+from .tracin import TracInSettings, TracInStrategy, load_checkpoint
 
 __all__ = [
     "Block",
@@ -22,7 +23,10 @@ __all__ = [
     "FitContext",
     "IdentitySettings",
     "IdentityStrategy",
+    "TracInSettings",
+    "TracInStrategy",
     "available_strategies",
+    "load_checkpoint",
     "make_strategy",
     "register_strategy",
 ]

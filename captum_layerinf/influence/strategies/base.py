@@ -115,19 +115,37 @@ def available_strategies() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_strategy(hessian: str | Any, damping: float) -> CurvatureStrategy:
-    """Instantiates a strategy from its name or from an instance of its Settings."""
+def make_strategy(hessian: str | Any, damping: float, **overrides: Any) -> CurvatureStrategy:
+    """Instantiates a strategy from its name or from an instance of its Settings.
+
+    Args:
+        hessian: A registered name, or an instance of a strategy's Settings.
+        damping: λ added to every Hessian block.
+        **overrides: Settings fields to set (e.g. `checkpoints=` for "tracin").
+    """
     if isinstance(hessian, str):
         if hessian not in _REGISTRY:
             raise ValueError(
                 f"unknown hessian strategy {hessian!r}; available: {available_strategies()}."
             )
-        cls = _REGISTRY[hessian]
-        return cls(cls.Settings(), damping)
-    for cls in _REGISTRY.values():
-        if type(hessian) is cls.Settings:
-            return cls(hessian, damping)
-    raise TypeError(
-        f"hessian must be a strategy name {available_strategies()} or a strategy's Settings "
-        f"instance; got {type(hessian).__name__}."
+        cls, settings = _REGISTRY[hessian], None
+    else:
+        cls = next((c for c in _REGISTRY.values() if type(hessian) is c.Settings), None)
+        if cls is None:
+            raise TypeError(
+                f"hessian must be a strategy name {available_strategies()} or a strategy's "
+                f"Settings instance; got {type(hessian).__name__}."
+            )
+        settings = hessian
+    fields = {f.name for f in dataclasses.fields(cls.Settings)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(
+            f"hessian={cls.name!r} takes no argument {unknown}; its settings are {sorted(fields)}."
+        )
+    settings = (
+        cls.Settings(**overrides)
+        if settings is None
+        else dataclasses.replace(settings, **overrides)
     )
+    return cls(settings, damping)

@@ -1,0 +1,159 @@
+"""`hessian="tracin"`: layer-wise TracIn (Pruthi et al. 2020) over saved checkpoints.
+
+    s_l(j, k) = Σ_c η_c ∇_{θ_l} L(ẑ_k; θ_c) · ∇_{θ_l} L(z_j; θ_c)
+
+No Hessian and no damping: the training trajectory replaces the converged-optimum
+assumption of influence functions. Per layer it equals Captum's `TracInCP` with
+`layers=[l]` on the same checkpoints and learning rates (tests/influence/test_tracin.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from .._gradients import GradientEngine
+from .base import Block, CurvatureStrategy, FitContext, register_strategy
+
+
+def load_checkpoint(model: nn.Module, checkpoint: Any) -> None:
+    """Loads a state dict, or a file holding one, into `model` (`weights_only=True`).
+
+    A dict with a "model_state_dict" or "state_dict" entry (a training checkpoint) is
+    unwrapped first.
+    """
+    if isinstance(checkpoint, (str, os.PathLike)):
+        device = next(model.parameters()).device
+        checkpoint = torch.load(checkpoint, map_location=device, weights_only=True)
+    for key in ("model_state_dict", "state_dict"):
+        if isinstance(checkpoint, dict) and key in checkpoint:
+            checkpoint = checkpoint[key]
+    model.load_state_dict(checkpoint)
+
+
+@contextlib.contextmanager
+def restored_weights(model: nn.Module) -> Iterator[None]:
+    """Restores the model's state dict on exit, also when an exception is raised."""
+    original = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    try:
+        yield
+    finally:
+        model.load_state_dict(original)
+
+
+@dataclass(frozen=True)
+class TracInSettings:
+    """Settings of `hessian="tracin"`.
+
+    Attributes:
+        checkpoints: Checkpoint paths or state dicts θ_1..θ_C along training.
+        learning_rates: η_c per checkpoint; default 1.0 each.
+        checkpoints_load_func: `f(model, checkpoint)` that loads one checkpoint.
+        projection_dim: If set, per-layer gradients of layers with more parameters are
+            multiplied by a seeded Gaussian matrix `[P, d] / sqrt(d)` (Johnson-Lindenstrauss):
+            inner products are kept up to about `sqrt(2 / d) · ‖a‖ ‖b‖` (one standard
+            deviation) at `d / P` of the memory and time.
+        seed: Seed of the projection matrices.
+    """
+
+    checkpoints: Sequence[Any] = ()
+    learning_rates: Sequence[float] | None = None
+    checkpoints_load_func: Callable[[nn.Module, Any], Any] = load_checkpoint
+    projection_dim: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoints", tuple(self.checkpoints))
+        if not self.checkpoints:
+            raise ValueError(
+                "hessian='tracin' needs checkpoints=[...]: paths or state dicts saved along "
+                "training, e.g. one per epoch."
+            )
+        if self.learning_rates is not None:
+            object.__setattr__(self, "learning_rates", tuple(float(x) for x in self.learning_rates))
+            if len(self.learning_rates) != len(self.checkpoints):
+                raise ValueError(
+                    f"got {len(self.learning_rates)} learning_rates for "
+                    f"{len(self.checkpoints)} checkpoints; give one per checkpoint."
+                )
+        if self.projection_dim is not None and self.projection_dim < 1:
+            raise ValueError(f"projection_dim must be a positive int; got {self.projection_dim}.")
+
+
+@register_strategy
+class TracInStrategy(CurvatureStrategy):
+    """Sums learning-rate-weighted gradient dot products over checkpoints, per block."""
+
+    name = "tracin"
+    Settings = TracInSettings
+    delegates_scoring = True
+
+    def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
+        """Draws the projection matrices (nothing else is fitted)."""
+        self.blocks = blocks
+        d = self.settings.projection_dim
+        self._projections: list[Tensor | None] = []
+        dtype = next(ctx.model.parameters()).dtype
+        for i, block in enumerate(blocks):
+            if d is None or block.numel <= d:
+                self._projections.append(None)
+                continue
+            gen = torch.Generator().manual_seed(self.settings.seed + i)
+            proj = torch.randn(block.numel, d, generator=gen, dtype=dtype) / math.sqrt(d)
+            self._projections.append(proj.to(ctx.device))
+
+    def _checkpoints(self, ctx: FitContext) -> Iterator[tuple[float, GradientEngine]]:
+        """Yields (η_c, engine at θ_c); use inside `restored_weights(ctx.model)`."""
+        rates = self.settings.learning_rates or (1.0,) * len(self.settings.checkpoints)
+        for checkpoint, rate in zip(self.settings.checkpoints, rates, strict=True):
+            self.settings.checkpoints_load_func(ctx.model, checkpoint)
+            yield rate, GradientEngine(ctx.model, ctx.loss)
+
+    def _grads(self, engine: GradientEngine, x, y) -> list[Tensor]:
+        grads = engine.block_grads(x, y, self.blocks)
+        return [
+            (g if p is None else g @ p).double()
+            for g, p in zip(grads, self._projections, strict=True)
+        ]
+
+    def scores(self, ctx: FitContext, test_loader: DataLoader) -> Tensor:
+        """TracIn scores `Tensor [n_blocks, n_test, n_train]`."""
+        total = None
+        with restored_weights(ctx.model):
+            for c, (rate, engine) in enumerate(self._checkpoints(ctx)):
+                per_batch = [
+                    self._grads(engine, x, y) for x, y in ctx.checked(test_loader, "inputs", "test")
+                ]
+                test = [torch.cat([t[i] for t in per_batch]) for i in range(len(self.blocks))]
+                chunks = [
+                    torch.stack(
+                        [q @ g.T for q, g in zip(test, self._grads(engine, x, y), strict=True)]
+                    )
+                    for x, y in ctx.batches(f"TracIn checkpoint {c + 1}")
+                ]
+                scores = rate * torch.cat(chunks, dim=-1)
+                total = scores if total is None else total + scores
+        return total
+
+    def self_scores(self, ctx: FitContext, loader: DataLoader) -> Tensor:
+        """Σ_c η_c ‖∇_{θ_l} L(z; θ_c)‖², `Tensor [n_blocks, n]`."""
+        total = None
+        with restored_weights(ctx.model):
+            for rate, engine in self._checkpoints(ctx):
+                scores = rate * torch.cat(
+                    [
+                        torch.stack([(g**2).sum(-1) for g in self._grads(engine, x, y)])
+                        for x, y in ctx.checked(loader, "inputs", "TracIn self-influence")
+                    ],
+                    dim=1,
+                )
+                total = scores if total is None else total + scores
+        return total
