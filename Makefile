@@ -29,6 +29,8 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/exact_vs_captum.py
+	$(BIN)/python benchmarks/tracin_vs_captum.py
+	$(BIN)/python benchmarks/loo_fidelity.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

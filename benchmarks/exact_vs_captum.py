@@ -14,37 +14,23 @@ Each method runs in a subprocess of its own, so its peak memory (max RSS) is its
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
+from _common import rel_err, run_isolated, save_result, trained_digits
 
 from captum_layerinf import LayerInfluence
-from captum_layerinf.datasets import load_digits_split
-from captum_layerinf.models import DigitsVGG
-from captum_layerinf.training import accuracy, train_classifier
 
 DAMPING = 1e-2
-
-
-def trained(n_train: int, n_test: int):
-    torch.manual_seed(0)
-    train, test = load_digits_split(n_train, n_test, seed=0)
-    model = train_classifier(DigitsVGG(), train, epochs=40, seed=0)
-    return model, train, test
 
 
 def run_method(method: str, n_train: int, n_test: int, out: Path) -> None:
     """Computes the scores `[n_layers, n_test, n_train]` with one method; saves them."""
     warnings.filterwarnings("ignore")
-    model, train, test = trained(n_train, n_test)
-    acc = accuracy(model, test)
+    model, train, test, _, acc = trained_digits(n_train, n_test)
     x, y = test.tensors
     if method == "float64":
         model, x = model.double(), x.double()
@@ -56,16 +42,7 @@ def run_method(method: str, n_train: int, n_test: int, out: Path) -> None:
         scores = LayerInfluence(model, train, hessian="captum", damping=DAMPING).influence((x, y))
     else:
         scores = LayerInfluence(model, train, damping=DAMPING).influence((x, y))
-    seconds = time.perf_counter() - start
-    torch.save(scores.double(), out / f"{method}.pt")
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    info = {"seconds": seconds, "peak_mib": peak_mib, "accuracy": acc}
-    (out / f"{method}.json").write_text(json.dumps(info))
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Largest over layers of max |a - b| / max |b|."""
-    return max(float((x - y).abs().max() / y.abs().max()) for x, y in zip(a, b, strict=True))
+    save_result(out, method, scores, time.perf_counter() - start, accuracy=acc)
 
 
 def main() -> None:
@@ -78,27 +55,11 @@ def main() -> None:
     if args.method:
         run_method(args.method, args.n_train, args.n_test, Path(args.out))
         return
+    sizes = ["--n-train", str(args.n_train), "--n-test", str(args.n_test)]
     with tempfile.TemporaryDirectory() as tmp:
-        results = {}
-        for method in ("float64", "ours", "captum"):
-            print(f"running {method} ...", flush=True)
-            subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--method",
-                    method,
-                    "--out",
-                    tmp,
-                    "--n-train",
-                    str(args.n_train),
-                    "--n-test",
-                    str(args.n_test),
-                ],
-                check=True,
-            )
-            results[method] = json.loads(Path(tmp, f"{method}.json").read_text())
-            results[method]["scores"] = torch.load(Path(tmp, f"{method}.pt"))
+        results = {
+            m: run_isolated(__file__, m, Path(tmp), sizes) for m in ("float64", "ours", "captum")
+        }
     ref = results["float64"]["scores"]
     print(
         f"\nDigits VGG-style CNN (6,562 parameters, test accuracy "
