@@ -6,6 +6,7 @@ its peak resident memory is its own; it saves its scores and timings for the par
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
@@ -63,3 +64,13 @@ def run_isolated(script: str, method: str, out: Path, args: list[str]) -> dict:
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """Largest over layers of max |a - b| / max |b|."""
     return max(float((x - y).abs().max() / y.abs().max()) for x, y in zip(a, b, strict=True))
+
+
+def method_args(doc: str) -> argparse.Namespace:
+    """Arguments of a benchmark with one subprocess per method (`--method` is internal)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--n-train", type=int, default=1500)
+    parser.add_argument("--n-test", type=int, default=100)
+    parser.add_argument("--method", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    return parser.parse_args()

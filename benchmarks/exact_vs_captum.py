@@ -13,14 +13,13 @@ Each method runs in a subprocess of its own, so its peak memory (max RSS) is its
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
-from _common import rel_err, run_isolated, save_result, trained_digits
+from _common import method_args, rel_err, run_isolated, save_result, trained_digits
 
 from captum_layerinf import LayerInfluence
 
@@ -46,12 +45,7 @@ def run_method(method: str, n_train: int, n_test: int, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-train", type=int, default=1500)
-    parser.add_argument("--n-test", type=int, default=100)
-    parser.add_argument("--method", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = method_args(__doc__)
     if args.method:
         run_method(args.method, args.n_train, args.n_test, Path(args.out))
         return

@@ -11,14 +11,13 @@ loss, batch 64).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
-from _common import LR, rel_err, run_isolated, save_result, trained_digits
+from _common import LR, method_args, rel_err, run_isolated, save_result, trained_digits
 from captum.influence import TracInCP
 from torch import nn
 
@@ -62,12 +61,7 @@ def run_method(method: str, n_train: int, n_test: int, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-train", type=int, default=1500)
-    parser.add_argument("--n-test", type=int, default=100)
-    parser.add_argument("--method", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = method_args(__doc__)
     if args.method:
         run_method(args.method, args.n_train, args.n_test, Path(args.out))
         return
