@@ -11,6 +11,8 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -74,3 +76,17 @@ def method_args(doc: str) -> argparse.Namespace:
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     return parser.parse_args()
+
+
+def run_benchmark(
+    doc: str, script: str, methods: tuple[str, ...], run_method: Callable[..., None]
+) -> tuple[argparse.Namespace, dict] | None:
+    """A benchmark's main: in a child (`--method`), runs one method and returns None;
+    in the parent, runs every method in its own process and returns (args, results)."""
+    args = method_args(doc)
+    if args.method:
+        run_method(args.method, args.n_train, args.n_test, Path(args.out))
+        return None
+    sizes = ["--n-train", str(args.n_train), "--n-test", str(args.n_test)]
+    with tempfile.TemporaryDirectory() as tmp:
+        return args, {m: run_isolated(script, m, Path(tmp), sizes) for m in methods}

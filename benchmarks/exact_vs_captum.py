@@ -13,13 +13,12 @@ Each method runs in a subprocess of its own, so its peak memory (max RSS) is its
 
 from __future__ import annotations
 
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
-from _common import method_args, rel_err, run_isolated, save_result, trained_digits
+from _common import rel_err, run_benchmark, save_result, trained_digits
 
 from captum_layerinf import LayerInfluence
 
@@ -45,15 +44,10 @@ def run_method(method: str, n_train: int, n_test: int, out: Path) -> None:
 
 
 def main() -> None:
-    args = method_args(__doc__)
-    if args.method:
-        run_method(args.method, args.n_train, args.n_test, Path(args.out))
+    ran = run_benchmark(__doc__, __file__, ("float64", "ours", "captum"), run_method)
+    if ran is None:
         return
-    sizes = ["--n-train", str(args.n_train), "--n-test", str(args.n_test)]
-    with tempfile.TemporaryDirectory() as tmp:
-        results = {
-            m: run_isolated(__file__, m, Path(tmp), sizes) for m in ("float64", "ours", "captum")
-        }
+    args, results = ran
     ref = results["float64"]["scores"]
     print(
         f"\nDigits VGG-style CNN (6,562 parameters, test accuracy "

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from _common import LR, method_args, rel_err, run_isolated, save_result, trained_digits
+from _common import LR, rel_err, run_benchmark, save_result, trained_digits
 from captum.influence import TracInCP
 from torch import nn
 
@@ -61,13 +61,10 @@ def run_method(method: str, n_train: int, n_test: int, out: Path) -> None:
 
 
 def main() -> None:
-    args = method_args(__doc__)
-    if args.method:
-        run_method(args.method, args.n_train, args.n_test, Path(args.out))
+    ran = run_benchmark(__doc__, __file__, ("ours", "captum"), run_method)
+    if ran is None:
         return
-    sizes = ["--n-train", str(args.n_train), "--n-test", str(args.n_test)]
-    with tempfile.TemporaryDirectory() as tmp:
-        results = {m: run_isolated(__file__, m, Path(tmp), sizes) for m in ("ours", "captum")}
+    args, results = ran
     print(
         f"\nLayer-wise TracIn, digits CNN (test accuracy {results['ours']['accuracy']:.1%}), "
         f"{args.n_train} train x {args.n_test} test, 6 layers, 5 checkpoints\n"
