@@ -147,10 +147,15 @@ class GradientEngine:
             return 0.0
         return float(r_norm / gn_norm) if gn_norm > 0 else float("inf")
 
-    def hessian(
-        self, inputs: tuple[Tensor, ...], labels: Tensor, names: list[str], chunk_size: int
+    def hvp(
+        self,
+        inputs: tuple[Tensor, ...],
+        labels: Tensor,
+        names: list[str],
+        vectors: Tensor,
+        chunk_size: int | None = None,
     ) -> Tensor:
-        """Dense Hessian `Tensor [P, P]` of the batch's SUMMED loss w.r.t. `names`."""
+        """Hessian of the batch's SUMMED loss w.r.t. `names` times each row of `vectors [m, P]`."""
         params = self._select(names)
         shapes = [p.shape for p in params.values()]
         sizes = [p.numel() for p in params.values()]
@@ -161,12 +166,20 @@ class GradientEngine:
             p = {n: t.view(s) for n, t, s in zip(names, parts, shapes, strict=True)}
             return self.loss(functional_call(self.model, p, inputs), labels).sum()
 
-        def hvp(v: Tensor) -> Tensor:
+        def one(v: Tensor) -> Tensor:
             return jvp(grad(total), (theta,), (v,))[1]
 
-        eye = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
         with torch.no_grad():
-            return vmap(hvp, chunk_size=chunk_size)(eye)
+            return vmap(one, chunk_size=chunk_size)(vectors.to(theta.dtype))
+
+    def hessian(
+        self, inputs: tuple[Tensor, ...], labels: Tensor, names: list[str], chunk_size: int
+    ) -> Tensor:
+        """Dense Hessian `Tensor [P, P]` of the batch's SUMMED loss w.r.t. `names`."""
+        numel = sum(self.params[n].numel() for n in names)
+        dtype = self.params[names[0]].dtype
+        eye = torch.eye(numel, dtype=dtype, device=self.params[names[0]].device)
+        return self.hvp(inputs, labels, names, eye, chunk_size)
 
 
 def flatten(tensors, start_dim: int = 0) -> Tensor:

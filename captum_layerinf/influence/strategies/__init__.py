@@ -9,20 +9,29 @@ from .base import (
     register_strategy,
 )
 from .captum_naive import CaptumSettings, CaptumStrategy
+from .cg import CGSettings, CGStrategy
+from .ekfac import EKFACSettings, EKFACStrategy
 from .exact import ExactSettings, ExactStrategy
 from .identity import IdentitySettings, IdentityStrategy
+from .lissa import LiSSASettings, LiSSAStrategy
 from .tracin import TracInSettings, TracInStrategy, load_checkpoint
 
 __all__ = [
     "Block",
     "CaptumSettings",
     "CaptumStrategy",
+    "CGSettings",
+    "CGStrategy",
     "CurvatureStrategy",
+    "EKFACSettings",
+    "EKFACStrategy",
     "ExactSettings",
     "ExactStrategy",
     "FitContext",
     "IdentitySettings",
     "IdentityStrategy",
+    "LiSSASettings",
+    "LiSSAStrategy",
     "TracInSettings",
     "TracInStrategy",
     "available_strategies",

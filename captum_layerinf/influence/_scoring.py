@@ -1,0 +1,197 @@
+"""Memory-bounded scoring: per-example block gradients in chunks, and preconditioned queries.
+
+Nothing here holds `n_train x P` gradients: training batches are split into sub-batches
+whose per-example gradients fit `chunk_bytes`, and Linear/Conv2d gradients are formed from
+their `inputs x output-gradients` pieces one sub-batch at a time. The test side is held as
+preconditioned gradients `[n_test, P]`, or, with `query_rank=r`, as a rank-r factorisation
+per test example and layer, `r (d_out + d_in)` numbers instead of `d_out d_in`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.func import grad, vmap
+
+from .._utils.losses import ExampleLoss
+from ._gradients import GradientEngine
+from ._taps import StructuredLayer, Taps, structured_layer
+
+GRAD_CHUNK_BYTES = 256 * 2**20
+
+
+class BlockGradients:
+    """Per-example loss gradients of each block, produced in memory-bounded chunks.
+
+    Args:
+        model: The model (eval mode).
+        loss: Per-example loss.
+        engine: The gradient engine for blocks without Linear/Conv2d structure.
+        blocks: The blocks (objects with `layers`, `param_names` and `numel`).
+        chunk_bytes: Largest per-example gradient chunk to form at once.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: ExampleLoss,
+        engine: GradientEngine,
+        blocks: list,
+        chunk_bytes: int = GRAD_CHUNK_BYTES,
+    ) -> None:
+        self.loss = loss
+        self.engine = engine
+        self.blocks = blocks
+        self.chunk_bytes = chunk_bytes
+        self.structure = [structured_layer(model, b.layers, b.param_names) for b in blocks]
+        self.taps = Taps(model, [s for s in self.structure if s is not None])
+        self.generic = [i for i, s in enumerate(self.structure) if s is None]
+        self.itemsize = next(model.parameters()).element_size()
+
+    def _rows(self, numel: int) -> int:
+        return max(1, self.chunk_bytes // max(1, numel * self.itemsize))
+
+    def loss_cotangent(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """`∂L_b / ∂logits_b`, `Tensor [B, C]`."""
+        with torch.no_grad():
+            return vmap(grad(self.loss.single))(logits.detach(), labels)
+
+    def factors(self, inputs: tuple[Tensor, ...], labels: Tensor) -> dict[int, tuple]:
+        """`{block: (a [B, T, d_in], g [B, T, d_out])}` for the structured blocks."""
+        if not self.taps.layers:
+            return {}
+        logits = self.taps.forward(inputs)
+        g = self.taps.output_grads(logits, self.loss_cotangent(logits, labels), retain=False)
+        index = [i for i, s in enumerate(self.structure) if s is not None]
+        return dict(zip(index, zip(self.taps.activations(), g, strict=True), strict=True))
+
+    def chunks(
+        self, inputs: tuple[Tensor, ...], labels: Tensor
+    ) -> Iterator[tuple[int, slice, Tensor]]:
+        """Yields `(block, rows, grads [len(rows), P_block])` covering every block and example."""
+        n = len(labels)
+        for i, (a, g) in self.factors(inputs, labels).items():
+            step = self._rows(self.blocks[i].numel)
+            for lo in range(0, n, step):
+                rows = slice(lo, min(n, lo + step))
+                per_example = torch.einsum("bto,bti->boi", g[rows], a[rows])
+                yield i, rows, self.structure[i].to_flat(per_example)
+        yield from self.generic_chunks(inputs, labels)
+
+    def generic_chunks(
+        self, inputs: tuple[Tensor, ...], labels: Tensor
+    ) -> Iterator[tuple[int, slice, Tensor]]:
+        """Like `chunks`, for the blocks without Linear/Conv2d structure only."""
+        n = len(labels)
+        if self.generic:
+            blocks = [self.blocks[i] for i in self.generic]
+            step = self._rows(sum(b.numel for b in blocks))
+            for lo in range(0, n, step):
+                rows = slice(lo, min(n, lo + step))
+                x = tuple(t[rows] for t in inputs)
+                for i, flat in zip(
+                    self.generic, self.engine.block_grads(x, labels[rows], blocks), strict=True
+                ):
+                    yield i, rows, flat
+
+
+class Queries:
+    """Preconditioned test gradients of one block: dense `[m, P]`, or rank-r per example.
+
+    Args:
+        structure: The block's Linear/Conv2d structure (needed for a rank).
+        rank: Keep a rank-`rank` truncated SVD of each example's `[d_out, d_in]` matrix.
+    """
+
+    def __init__(self, structure: StructuredLayer | None, rank: int | None) -> None:
+        self.structure = structure
+        self.rank = rank if structure is not None else None
+        self.n = 0
+        self.dense: list[Tensor] = []
+        self.left: list[Tensor] = []
+        self.right: list[Tensor] = []
+
+    def add(self, rows: Tensor) -> None:
+        """Appends preconditioned gradients `[b, P]`."""
+        self.n += len(rows)
+        if self.rank is None:
+            self.dense.append(rows)
+            return
+        for m in self.structure.from_flat(rows):
+            r = min(self.rank, *m.shape)
+            u, s, v = torch.svd_lowrank(m, q=r, niter=4) if r < min(m.shape) else _svd(m)
+            self.left.append((u[:, :r] * s[:r]).T)
+            self.right.append(v[:, :r].T)
+
+    def finish(self) -> None:
+        """Concatenates what was added."""
+        if self.rank is None:
+            self.dense = [torch.cat(self.dense)]
+        else:
+            self.left, self.right = [torch.stack(self.left)], [torch.stack(self.right)]
+
+    def score(self, grads: Tensor) -> Tensor:
+        """`Tensor [m, b]` against flat per-example gradients `[b, P]`."""
+        if self.rank is None:
+            q = self.dense[0]
+            return q @ grads.to(q.dtype).T
+        return self.score_factors(None, None, self.structure.from_flat(grads))
+
+    def score_factors(self, a: Tensor | None, g: Tensor | None, dense: Tensor | None = None):
+        """`Tensor [m, B]` from a Linear/Conv2d's `a [B, T, d_in]` and `g [B, T, d_out]`."""
+        left, right = self.left[0], self.right[0]
+        if dense is not None:
+            return torch.einsum("mro,boi,mri->mb", left, dense.to(left.dtype), right)
+        ga = torch.einsum("bto,mro->mbtr", g.to(left.dtype), left)
+        ar = torch.einsum("bti,mri->mbtr", a.to(left.dtype), right)
+        return (ga * ar).sum((2, 3))
+
+
+def _svd(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    u, s, vh = torch.linalg.svd(m, full_matrices=False)
+    return u, s, vh.T
+
+
+def score_batch(
+    source: BlockGradients, queries: list[Queries], inputs: tuple[Tensor, ...], labels: Tensor
+) -> Tensor:
+    """Scores `Tensor [n_blocks, n_test, B]` (float64) of one training batch."""
+    out = torch.zeros(
+        len(queries), queries[0].n, len(labels), dtype=torch.float64, device=labels.device
+    )
+    if any(q.rank is not None for q in queries):
+        for i, (a, g) in source.factors(inputs, labels).items():
+            out[i] = _factor_scores(queries[i], a, g, source)
+        chunks = source.generic_chunks(inputs, labels)
+    else:
+        chunks = source.chunks(inputs, labels)
+    for i, rows, grads in chunks:
+        out[i, :, rows] = queries[i].score(grads)
+    return out
+
+
+def _factor_scores(query: Queries, a: Tensor, g: Tensor, source: BlockGradients) -> Tensor:
+    m, r = query.left[0].shape[:2]
+    step = max(1, source.chunk_bytes // max(1, 2 * m * r * a.shape[1] * source.itemsize))
+    parts = [
+        query.score_factors(a[lo : lo + step], g[lo : lo + step]) for lo in range(0, len(a), step)
+    ]
+    return torch.cat(parts, dim=1)
+
+
+def precondition(
+    source: BlockGradients,
+    batches: Iterable,
+    inverse_hvp: Callable[[int, Tensor], Tensor],
+    rank: int | None,
+) -> list[Queries]:
+    """Preconditioned test gradients of every block."""
+    queries = [Queries(s, rank) for s in source.structure]
+    for inputs, labels in batches:
+        for i, _, grads in source.chunks(inputs, labels):
+            queries[i].add(inverse_hvp(i, grads))
+    for q in queries:
+        q.finish()
+    return queries

@@ -1,0 +1,168 @@
+"""Linear and Conv2d layers as `inputs x output-gradients`: per-example gradients by structure.
+
+For `nn.Linear` and `nn.Conv2d` the gradient of one example's loss w.r.t. the weight is
+`Σ_t g_t a_tᵀ` over positions t (tokens, or conv output pixels with `a_t` the unfolded
+input patch; a bias is a constant-1 input). Holding `a [B, T, d_in]` and `g [B, T, d_out]`
+costs `B T (d_in + d_out)` numbers instead of `B d_out d_in`, and one backward pass through
+the model serves every layer. EK-FAC's Kronecker factors are built from the same pieces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+
+@dataclass(frozen=True)
+class StructuredLayer:
+    """A Linear or Conv2d block whose per-example gradients are `Σ_t g_t a_tᵀ`.
+
+    Attributes:
+        name: Module name.
+        weight: Parameter name of the weight.
+        bias: Parameter name of the bias, if the block contains it.
+        d_in: Input dimension, including the constant-1 column of a bias.
+        d_out: Output dimension.
+    """
+
+    name: str
+    weight: str
+    bias: str | None
+    d_in: int
+    d_out: int
+
+    def activations(self, module: nn.Module, x: Tensor) -> Tensor:
+        """The inputs `a [B, T, d_in]` of one call, unfolded into patches for a conv."""
+        if isinstance(module, nn.Conv2d):
+            patches = F.unfold(
+                x, module.kernel_size, module.dilation, module.padding, module.stride
+            )
+            a = patches.transpose(1, 2)
+        else:
+            a = x.reshape(x.shape[0], -1, x.shape[-1])
+        if self.bias is not None:
+            a = torch.cat([a, a.new_ones(a.shape[:-1] + (1,))], dim=-1)
+        return a
+
+    def output_grads(self, module: nn.Module, gy: Tensor) -> Tensor:
+        """Gradients w.r.t. the outputs of one call as `g [B, T, d_out]`."""
+        if isinstance(module, nn.Conv2d):
+            return gy.flatten(2).transpose(1, 2)
+        return gy.reshape(gy.shape[0], -1, gy.shape[-1])
+
+    def to_flat(self, m: Tensor) -> Tensor:
+        """`[..., d_out, d_in]` matrices to the block's flat parameter order (weight, bias)."""
+        if self.bias is None:
+            return m.flatten(-2)
+        return torch.cat([m[..., :-1].flatten(-2), m[..., -1]], dim=-1)
+
+    def from_flat(self, v: Tensor) -> Tensor:
+        """The block's flat vectors `[..., P]` as `[..., d_out, d_in]` matrices."""
+        lead = v.shape[:-1]
+        if self.bias is None:
+            return v.reshape(*lead, self.d_out, self.d_in)
+        n_w = self.d_out * (self.d_in - 1)
+        w = v[..., :n_w].reshape(*lead, self.d_out, self.d_in - 1)
+        return torch.cat([w, v[..., n_w:].unsqueeze(-1)], dim=-1)
+
+
+def structured_layer(model: nn.Module, layers, param_names) -> StructuredLayer | None:
+    """The block as a `StructuredLayer`, or None where the structure does not apply.
+
+    It applies to a block that is one `nn.Linear`, or one `nn.Conv2d` with `groups=1`,
+    zero padding given as ints, whose parameters in the block are its weight (and bias).
+    """
+    if layers is None or len(layers) != 1:
+        return None
+    name = layers[0]
+    module = model.get_submodule(name)
+    prefix = f"{name}." if name else ""
+    weight, bias = prefix + "weight", prefix + "bias"
+    names = set(param_names)
+    if weight not in names or names - {weight, bias}:
+        return None
+    has_bias = bias in names
+    if isinstance(module, nn.Linear):
+        d_in = module.in_features
+    elif (
+        isinstance(module, nn.Conv2d)
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
+    ):
+        d_in = module.weight[0].numel()
+    else:
+        return None
+    return StructuredLayer(
+        name, weight, bias if has_bias else None, d_in + has_bias, module.weight.shape[0]
+    )
+
+
+class Taps:
+    """Records the inputs and outputs of structured layers during one forward pass.
+
+    Args:
+        model: The model (eval mode).
+        layers: The structured layers to record.
+    """
+
+    def __init__(self, model: nn.Module, layers: list[StructuredLayer]) -> None:
+        self.model = model
+        self.layers = layers
+        self.modules = [model.get_submodule(s.name) for s in layers]
+        self.calls: list[list[tuple[Tensor, Tensor]]] = [[] for _ in layers]
+
+    @contextlib.contextmanager
+    def _hooks(self) -> Iterator[None]:
+        handles = []
+        try:
+            for i, module in enumerate(self.modules):
+
+                def hook(_, args, out, i=i):
+                    self.calls[i].append((args[0].detach(), out))
+
+                handles.append(module.register_forward_hook(hook))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def forward(self, inputs: tuple[Tensor, ...]) -> Tensor:
+        """Runs the model with differentiable copies of the layers' weights; returns logits."""
+        self.calls = [[] for _ in self.layers]
+        params = {
+            s.weight: self.model.get_parameter(s.weight).detach().requires_grad_(True)
+            for s in self.layers
+        }
+        with torch.enable_grad(), self._hooks():
+            return functional_call(self.model, params, inputs, strict=False)
+
+    def activations(self) -> list[Tensor]:
+        """Per layer `a [B, T, d_in]` of the last forward (several calls concatenated on T)."""
+        return [
+            torch.cat([s.activations(m, x) for x, _ in calls], dim=1)
+            for s, m, calls in zip(self.layers, self.modules, self.calls, strict=True)
+        ]
+
+    def output_grads(self, logits: Tensor, cotangent: Tensor, retain: bool) -> list[Tensor]:
+        """Per layer `g [B, T, d_out]`: the backward pass of `cotangent [B, C]` from the logits.
+
+        Because examples are independent in eval mode, row b of `g` belongs to example b.
+        """
+        outs = [y for calls in self.calls for _, y in calls]
+        grads = torch.autograd.grad(
+            logits, outs, grad_outputs=cotangent, retain_graph=retain, allow_unused=True
+        )
+        grads = [torch.zeros_like(y) if g is None else g for g, y in zip(grads, outs, strict=True)]
+        result, start = [], 0
+        for s, m, calls in zip(self.layers, self.modules, self.calls, strict=True):
+            part = grads[start : start + len(calls)]
+            start += len(calls)
+            result.append(torch.cat([s.output_grads(m, g) for g in part], dim=1))
+        return result

@@ -1,0 +1,264 @@
+"""`hessian="ekfac"`: eigenvalue-corrected Kronecker-factored curvature per Linear/Conv2d layer.
+
+K-FAC (Martens & Grosse 2015; Grosse & Martens 2016 for convolutions) approximates a
+layer's Gauss-Newton block by `A ⊗ G`, with `A = Σ a aᵀ` over the layer's inputs (unfolded
+patches for a conv; a constant 1 for the bias) and `G = Σ g gᵀ` over its output gradients.
+EK-FAC (George et al. 2018; Grosse et al. 2023) keeps the eigenbasis `Q_A ⊗ Q_G` and
+replaces the Kronecker eigenvalues by the exact second moments of the per-example
+gradients in that basis, `Λ_ij = (1/n) Σ_z (Q_Gᵀ DW_z Q_A)_ij²`:
+
+    (H_l + λ I)⁻¹ v  ≈  Q_G [ (Q_Gᵀ V Q_A) / (Λ + λ) ] Q_Aᵀ        (V = v as [d_out, d_in])
+
+The Gauss-Newton block `Σ_z Jᵀ Λ_z J` is a sum over the eigen-directions of the loss
+Hessian in the logits, `Λ_z = Σ_c u_c u_cᵀ`; with `fisher="expected"` (the default) each
+example contributes one backward pass per direction, which is the exact expectation over
+the model's predicted classes, not one sampled label (kronfluence's choice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.func import grad, hessian, vmap
+from tqdm.auto import tqdm
+
+from .._scoring import GRAD_CHUNK_BYTES
+from .._taps import StructuredLayer, Taps, structured_layer
+from .base import Block, CurvatureStrategy, FitContext, register_strategy
+from .exact import ExactSettings, ExactStrategy
+
+FISHERS = ("expected", "sampled", "empirical")
+
+
+@dataclass(frozen=True)
+class EKFACSettings:
+    """Settings of `hessian="ekfac"`.
+
+    Attributes:
+        fisher: Which Gauss-Newton factors: "expected" (exact expectation over the
+            model's predicted classes: one backward pass per eigen-direction of the loss
+            Hessian in the logits), "sampled" (one label drawn from the model's softmax per
+            example and pass; cross-entropy only), or "empirical" (the true labels: the
+            empirical Fisher, cheapest and least faithful).
+        class_tol: With "expected": per example, directions whose eigenvalues add up to at
+            most `class_tol` of the trace of its logit Hessian are dropped (0 keeps all).
+        max_dense_dim: A Kronecker factor of larger dimension is not accumulated densely
+            while it has fewer data rows than dimensions: its eigenbasis then comes from
+            the rows themselves (exact: `A` has at most that rank), and its null space has
+            eigenvalue 0, i.e. `1 / damping` in the inverse.
+        fallback_max_params: A block that is not one Linear or Conv2d (e.g. batch-norm)
+            falls back to `exact` (a dense block) when it has at most this many
+            parameters; larger ones raise an error.
+        chunk_bytes: Largest per-example gradient chunk formed at once.
+        seed: Seed of the labels drawn by `fisher="sampled"`.
+    """
+
+    fisher: str = "expected"
+    class_tol: float = 0.0
+    max_dense_dim: int = 8192
+    fallback_max_params: int = 4096
+    chunk_bytes: int = GRAD_CHUNK_BYTES
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fisher not in FISHERS:
+            raise ValueError(f"fisher must be one of {FISHERS}; got {self.fisher!r}.")
+        if not 0 <= self.class_tol < 1:
+            raise ValueError(f"class_tol must be in [0, 1); got {self.class_tol!r}.")
+
+
+class _Covariance:
+    """`Σ x xᵀ` over rows x: dense, or the rows themselves while fewer than the dimension."""
+
+    def __init__(self, dim: int, max_dense_dim: int, device: torch.device) -> None:
+        self.dim = dim
+        self.dense = None if dim > max_dense_dim else torch.zeros(dim, dim, dtype=torch.float64)
+        self.dense = None if self.dense is None else self.dense.to(device)
+        self.rows: list[Tensor] = []
+        self.n_rows = 0
+
+    def add(self, x: Tensor) -> None:
+        if self.dense is not None:
+            self.dense += (x.T @ x).double()
+            return
+        self.rows.append(x)
+        self.n_rows += len(x)
+        if self.n_rows > self.dim:
+            # More rows than dimensions: dense in the rows' dtype to bound memory.
+            rows = torch.cat(self.rows)
+            self.dense, self.rows = rows.T @ rows, []
+
+    def eigenbasis(self) -> Tensor:
+        """Orthonormal eigenvectors `[dim, r]`: all of them, or a basis of the rows' span."""
+        if self.dense is not None:
+            return torch.linalg.eigh(self.dense.double())[1]
+        rows = torch.cat(self.rows).double()
+        _, s, vh = torch.linalg.svd(rows, full_matrices=False)
+        keep = s > s.max() * max(rows.shape) * torch.finfo(torch.float64).eps
+        return vh[keep].T
+
+
+@register_strategy
+class EKFACStrategy(CurvatureStrategy):
+    """EK-FAC per Linear/Conv2d block; small blocks of other modules fall back to `exact`.
+
+    `self.ranks[b]` gives `(r_out, r_in)`, the sizes of block b's eigenbases (smaller than
+    `(d_out, d_in)` where a factor was kept low-rank), and `self.fallback` the blocks
+    computed by `exact`.
+    """
+
+    name = "ekfac"
+    Settings = EKFACSettings
+
+    def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
+        """Two passes over the training set: Kronecker factors, then eigenvalue correction."""
+        self.blocks = blocks
+        self.ctx = ctx
+        self.dtype = next(ctx.model.parameters()).dtype
+        self.layers: dict[int, StructuredLayer] = {}
+        other: list[int] = []
+        for i, b in enumerate(blocks):
+            s = structured_layer(ctx.model, b.layers, b.param_names)
+            if s is not None:
+                self.layers[i] = s
+            elif b.numel <= self.settings.fallback_max_params:
+                other.append(i)
+            else:
+                kind = type(ctx.model.get_submodule(b.layers[0])).__name__ if b.layers else "all"
+                raise ValueError(
+                    f"hessian='ekfac' supports nn.Linear and nn.Conv2d (groups=1, integer "
+                    f"padding) layers; {b.name or '<model>'!r} ({kind}, {b.numel:,} "
+                    f"parameters) is neither and too large for the exact fallback "
+                    f"(EKFACSettings(fallback_max_params={self.settings.fallback_max_params})). "
+                    "Use hessian='cg', or leave the layer out with layers=[...]."
+                )
+        self.fallback: dict[int, int] = {i: j for j, i in enumerate(other)}
+        if other:
+            self._exact = ExactStrategy(ExactSettings(), self.damping)
+            self._exact.fit(ctx, [blocks[i] for i in other])
+        self.ranks: dict[int, tuple[int, int]] = {}
+        if not self.layers:
+            return
+        index = list(self.layers)
+        taps = Taps(ctx.model, [self.layers[i] for i in index])
+        self._bases = self._fit_bases(taps, index)
+        self._eigenvalues = self._fit_eigenvalues(taps, index)
+
+    # ------------------------------------------------------------------ passes
+
+    def _directions(self, logits: Tensor, labels: Tensor, gen: torch.Generator) -> list[Tensor]:
+        """Cotangents `[B, C]` whose outer products sum to each example's logit curvature."""
+        loss = self.ctx.loss
+        fisher = self.settings.fisher
+        with torch.no_grad():
+            logits = logits.detach()
+            if fisher == "empirical":
+                return [vmap(grad(loss.single))(logits, labels)]
+            if fisher == "sampled":
+                if not loss.class_indices:
+                    raise ValueError(
+                        "EKFACSettings(fisher='sampled') needs a class-index loss such as "
+                        "cross-entropy; use fisher='expected'."
+                    )
+                probs = torch.softmax(logits.double(), dim=1).cpu()
+                drawn = torch.multinomial(probs, 1, generator=gen).flatten().to(labels.device)
+                return [vmap(grad(loss.single))(logits, drawn)]
+            lam = vmap(hessian(loss.single))(logits, labels).double()
+            values, vectors = torch.linalg.eigh((lam + lam.transpose(1, 2)) / 2)
+            values = values.clamp_min(0).flip(1)
+            vectors = vectors.flip(2)
+            # Drop directions, smallest first, while their total stays within class_tol.
+            dropped = values.flip(1).cumsum(1).flip(1)
+            keep = (dropped > self.settings.class_tol * values.sum(1, keepdim=True)) & (values > 0)
+            roots = vectors * (values * keep).sqrt()[:, None, :]
+            k = int(keep.sum(1).max())
+            return [roots[:, :, j].to(logits.dtype) for j in range(k)]
+
+    def _passes(self, taps: Taps, desc: str):
+        """Yields `(activations, [output grads per direction])` per training batch."""
+        gen = torch.Generator().manual_seed(self.settings.seed)
+        seen = 0
+        for inputs, labels in self.ctx.batches(desc):
+            seen += len(labels)
+            logits = taps.forward(inputs)
+            dirs = self._directions(logits, labels, gen)
+            grads = [
+                taps.output_grads(logits, d, retain=j < len(dirs) - 1) for j, d in enumerate(dirs)
+            ]
+            yield taps.activations(), grads
+        if seen != self.ctx.n_train:
+            raise RuntimeError(
+                f"the training set yielded {seen} examples, expected {self.ctx.n_train}."
+            )
+
+    def _fit_bases(self, taps: Taps, index: list[int]) -> list[tuple[Tensor, Tensor]]:
+        s, dev = self.settings, self.ctx.device
+        cov_a = [_Covariance(self.layers[i].d_in, s.max_dense_dim, dev) for i in index]
+        cov_g = [_Covariance(self.layers[i].d_out, s.max_dense_dim, dev) for i in index]
+        for acts, grads in self._passes(taps, "EK-FAC factors"):
+            for j in range(len(index)):
+                cov_a[j].add(acts[j].flatten(0, 1))
+                for per_dir in grads:
+                    cov_g[j].add(per_dir[j].flatten(0, 1))
+        bases = []
+        for j, i in enumerate(
+            tqdm(index, desc="EK-FAC eigenbases", leave=False, disable=not self.ctx.show_progress)
+        ):
+            q_g, q_a = cov_g[j].eigenbasis(), cov_a[j].eigenbasis()
+            self.ranks[i] = (q_g.shape[1], q_a.shape[1])
+            if self.damping <= 0 and self.ranks[i] != (self.layers[i].d_out, self.layers[i].d_in):
+                raise ValueError(
+                    f"the Kronecker factors of {self.blocks[i].name!r} are low-rank (fewer "
+                    "data rows than dimensions): damping must be > 0."
+                )
+            bases.append((q_g.to(self.dtype), q_a.to(self.dtype)))
+        return bases
+
+    def _fit_eigenvalues(self, taps: Taps, index: list[int]) -> list[Tensor]:
+        sums = [
+            torch.zeros(q_g.shape[1], q_a.shape[1], dtype=torch.float64, device=self.ctx.device)
+            for q_g, q_a in self._bases
+        ]
+        for acts, grads in self._passes(taps, "EK-FAC eigenvalue correction"):
+            for j, (q_g, q_a) in enumerate(self._bases):
+                ar = acts[j] @ q_a
+                for per_dir in grads:
+                    sums[j] += self._squared_moments(per_dir[j] @ q_g, ar)
+        return [s / self.ctx.n_train for s in sums]
+
+    def _squared_moments(self, gr: Tensor, ar: Tensor) -> Tensor:
+        """`Σ_b (Σ_t gr_bt ar_btᵀ)²` elementwise, in memory-bounded chunks."""
+        if gr.shape[1] == 1:
+            return torch.einsum("bo,bi->oi", gr[:, 0] ** 2, ar[:, 0] ** 2).double()
+        per = gr.shape[2] * ar.shape[2] * gr.element_size()
+        step = max(1, self.settings.chunk_bytes // per)
+        total = 0
+        for lo in range(0, len(gr), step):
+            m = torch.einsum("bto,bti->boi", gr[lo : lo + step], ar[lo : lo + step])
+            total = total + (m**2).sum(0).double()
+        return total
+
+    # ------------------------------------------------------------------ products
+
+    def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
+        """EK-FAC estimate of `(H_b + λ I)^{-1} v` for each row of `vectors [m, P]`."""
+        if block in self.fallback:
+            return self._exact.inverse_hvp(self.fallback[block], vectors)
+        j = list(self.layers).index(block)
+        layer, (q_g, q_a) = self.layers[block], self._bases[j]
+        v = layer.from_flat(vectors.to(self.dtype))
+        rotated = q_g.T @ v @ q_a
+        scaled = rotated / (self._eigenvalues[j] + self.damping).to(self.dtype)
+        out = q_g @ scaled @ q_a.T
+        if self.ranks[block] != (layer.d_out, layer.d_in):
+            # The factors' null spaces have eigenvalue 0: (0 + λ)⁻¹ there.
+            out += (v - q_g @ rotated @ q_a.T) / self.damping
+        return layer.to_flat(out)
+
+    def eigenvalue_spectrum(self, block: int) -> Tensor:
+        """The corrected eigenvalues `Λ [r_out, r_in]` of a Linear/Conv2d block (float64)."""
+        if block not in self.layers:
+            raise ValueError(f"block {block} is not a Linear/Conv2d block with EK-FAC factors.")
+        return self._eigenvalues[list(self.layers).index(block)]

@@ -1,0 +1,147 @@
+"""`hessian="lissa"`: Koh & Liang's stochastic Neumann-series recursion (Agarwal et al. 2017)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ._hvp import BlockHessian
+from .base import Block, CurvatureStrategy, FitContext, register_strategy
+
+
+@dataclass(frozen=True)
+class LiSSASettings:
+    """Settings of `hessian="lissa"`.
+
+    The recursion `h_t = v + (I - (H_t + λI) / scale) h_{t-1}`, with H_t the Hessian of
+    one training batch (cycling through the loader), gives `(H + λI)^{-1} v ≈ h_depth / scale`.
+    Its error along an eigenvalue μ of `H + λI` shrinks as `(1 - μ / scale)^depth`.
+
+    Attributes:
+        depth: Recursion steps. None: enough that the slowest direction (μ = λ) has
+            shrunk below `target`, i.e. `ceil(log(target) / log(1 - λ / scale))`,
+            at most `max_depth`.
+        repeats: Independent recursions averaged (each starts at another batch).
+        scale: Must exceed the largest eigenvalue of every batch's `H_t + λI`. None:
+            `scale_margin` times a power-iteration estimate on the full training set.
+        scale_margin: Safety factor of the automatic scale.
+        target: Error target of the automatic depth.
+        max_depth: Cap of the automatic depth.
+        power_iterations: Power-iteration steps of the automatic scale.
+        warn_residual: Warn when the estimate's relative residual
+            `‖(H + λI) x - v‖ / ‖v‖` (measured on the full training set) exceeds this.
+        seed: Seed of the power iteration.
+    """
+
+    depth: int | None = None
+    repeats: int = 1
+    scale: float | None = None
+    scale_margin: float = 1.5
+    target: float = 1e-3
+    max_depth: int = 20000
+    power_iterations: int = 20
+    warn_residual: float = 0.3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for field in ("repeats", "max_depth", "power_iterations"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be a positive int; got {getattr(self, field)!r}.")
+        if self.depth is not None and self.depth < 1:
+            raise ValueError(f"depth must be a positive int or None; got {self.depth!r}.")
+        if self.scale is not None and self.scale <= 0:
+            raise ValueError(f"scale must be > 0 or None; got {self.scale!r}.")
+        if not 0 < self.target < 1:
+            raise ValueError(f"target must be in (0, 1); got {self.target!r}.")
+
+
+@register_strategy
+class LiSSAStrategy(CurvatureStrategy):
+    """Stochastic inverse-Hessian-vector products by Koh & Liang's LiSSA recursion.
+
+    `fit` estimates each block's scale (power iteration) and depth. `inverse_hvp` runs
+    the recursion batched over test vectors, then measures the residual of its result on
+    the full training set and warns when it has not converged; `self.residuals[b]` keeps
+    the last value per block.
+    """
+
+    name = "lissa"
+    Settings = LiSSASettings
+
+    def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
+        """Chooses scale and depth per block."""
+        self.blocks = blocks
+        self.ctx = ctx
+        if ctx.damping <= 0 and self.settings.depth is None:
+            raise ValueError(
+                "hessian='lissa' with damping=0 needs an explicit LiSSASettings(depth=...): "
+                "the automatic depth is set by the damping."
+            )
+        seen = sum(len(labels) for _, labels in ctx.batches("checking the training set"))
+        if seen != ctx.n_train:
+            raise RuntimeError(f"the training set yielded {seen} examples, expected {ctx.n_train}.")
+        self.operators = [BlockHessian(ctx, b) for b in blocks]
+        self.scales, self.depths = [], []
+        s = self.settings
+        for op in tqdm(self.operators, desc="LiSSA scales", disable=not ctx.show_progress):
+            scale = s.scale or s.scale_margin * op.largest_eigenvalue(s.power_iterations, s.seed)
+            depth = s.depth
+            if depth is None:
+                rate = 1 - ctx.damping / scale
+                depth = min(s.max_depth, math.ceil(math.log(s.target) / math.log(rate)))
+            self.scales.append(scale)
+            self.depths.append(max(1, depth))
+        self.residuals: dict[int, Tensor] = {}
+
+    def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
+        """LiSSA estimate of `(H_b + λ I)^{-1} v` for each row of `vectors [m, P]`, float64."""
+        op, scale, depth = self.operators[block], self.scales[block], self.depths[block]
+        name = self.blocks[block].name or "<model>"
+        v = vectors.double()
+        n_batches = len(self.ctx.train_loader)
+        total = torch.zeros_like(v)
+        for r in range(self.settings.repeats):
+            h = v.clone()
+            start = (r * n_batches) // self.settings.repeats
+            batches = itertools.islice(_cycle(op), start, start + depth)
+            bar = tqdm(
+                batches,
+                total=depth,
+                desc=f"LiSSA {name}",
+                leave=False,
+                disable=not self.ctx.show_progress,
+            )
+            for inputs, labels in bar:
+                hv = op.batch(inputs, labels, h) + self.ctx.damping * h
+                h = v + h - hv / scale
+                if not torch.isfinite(h).all() or h.norm() > 1e12 * v.norm():
+                    raise FloatingPointError(
+                        f"LiSSA diverged on block {name!r}: a batch Hessian has eigenvalues "
+                        f"above scale={scale:.3g} (or below -damping). Pass a larger "
+                        "LiSSASettings(scale=...) or raise damping."
+                    )
+            total += h / scale
+        x = total / self.settings.repeats
+        residual = (op(x) - v).norm(dim=1) / v.norm(dim=1).clamp_min(1e-300)
+        self.residuals[block] = residual
+        worst = float(residual.max())
+        if worst > self.settings.warn_residual:
+            warnings.warn(
+                f"LiSSA on block {name!r} has not converged: relative residual {worst:.2g} > "
+                f"{self.settings.warn_residual} after depth {depth}, scale {scale:.3g}. "
+                "Raise LiSSASettings(depth=..., repeats=...) or damping, or use hessian='cg'.",
+                stacklevel=2,
+            )
+        return x
+
+
+def _cycle(op: BlockHessian):
+    """The training batches, over and over (re-reading the loader, nothing cached)."""
+    while True:
+        yield from op.batches()

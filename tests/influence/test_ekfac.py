@@ -1,0 +1,160 @@
+"""`hessian="ekfac"`: its eigenvalues, its inverse, its low-rank factors, its fallback."""
+
+import pytest
+import torch
+from torch import nn
+
+from captum_layerinf import LayerInfluence
+from captum_layerinf.influence.strategies import EKFACSettings
+from tests.conftest import rel_err
+
+from ._reference import dense_hessian, layer_names_of
+
+
+def _pearson(a, b):
+    return float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])
+
+
+def _fitted(li):
+    li.influence(li_inputs(li))
+    return li._fitted["layers"][0]
+
+
+def li_inputs(li):
+    x, y = next(iter(li.train_dataloader))
+    return (x[:2], y[:2])
+
+
+def test_corrected_eigenvalues_are_the_hessian_diagonal_in_the_kronecker_basis(relu_problem):
+    # On a ReLU/max-pool CNN each layer's Hessian block is its Gauss-Newton block, so
+    # "expected" EK-FAC eigenvalues must be exactly diag(Qᵀ H Q) in the basis Q_A ⊗ Q_G.
+    model, train, _ = relu_problem
+    li = LayerInfluence(model, train, hessian="ekfac")
+    strategy = _fitted(li)
+    xtr, ytr = train.tensors
+    for b, layer in enumerate(li.layer_names):
+        h = dense_hessian(model, xtr, ytr, layer_names_of(model, layer))
+        q_g, q_a = strategy._bases[b]
+        basis = torch.einsum("oi,aj->ijoa", q_g, q_a).flatten(0, 1)  # [r_g r_a, d_out, d_in]
+        flat = strategy.layers[b].to_flat(basis)
+        diag = torch.einsum("kp,pq,kq->k", flat, h, flat).view(q_g.shape[1], q_a.shape[1])
+        assert rel_err(strategy.eigenvalue_spectrum(b), diag) < 1e-8, layer
+
+
+def test_empirical_fisher_is_not_the_hessian_diagonal(relu_problem):
+    model, train, test = relu_problem
+    expected = LayerInfluence(model, train, hessian="ekfac").influence(test.tensors)
+    empirical = LayerInfluence(model, train, hessian=EKFACSettings(fisher="empirical")).influence(
+        test.tensors
+    )
+    assert rel_err(empirical, expected) > 1e-3
+
+
+def test_ekfac_equals_exact_when_the_hessian_is_kronecker():
+    # Logistic regression whose training inputs are all the same vector: the Hessian is
+    # (Σ Λ_z) ⊗ a aᵀ, a Kronecker product, which EK-FAC represents exactly (including the
+    # null space of the rank-1 input factor, where it must apply 1 / damping).
+    torch.manual_seed(0)
+    model = nn.Linear(6, 4).double().eval()
+    a = torch.randn(1, 6, dtype=torch.float64)
+    train = (a.repeat(20, 1), torch.randint(0, 4, (20,)))
+    test = (torch.randn(5, 6, dtype=torch.float64), torch.randint(0, 4, (5,)))
+    exact = LayerInfluence(model, train).influence(test)
+    ekfac = LayerInfluence(model, train, hessian="ekfac").influence(test)
+    assert rel_err(ekfac, exact) < 1e-8
+
+
+def test_ekfac_is_accurate_at_damping_one(relu_problem):
+    model, train, test = relu_problem
+    exact = LayerInfluence(model, train, damping=1.0).influence(test.tensors)
+    ekfac = LayerInfluence(model, train, damping=1.0, hessian="ekfac").influence(test.tensors)
+    for a, b in zip(ekfac, exact, strict=True):
+        assert _pearson(a, b) >= 0.9
+
+
+def vgg_shaped(width: int = 4) -> nn.Sequential:
+    """VGG's shape at reduced width: conv blocks, a 7x7 adaptive pool, a wide fc6."""
+    w = width
+    return nn.Sequential(
+        nn.Conv2d(3, w, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(w, 2 * w, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(2 * w, 2 * w, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(7),
+        nn.Flatten(),
+        nn.Linear(2 * w * 49, 32),  # fc6: d_in = 393 > the 24 training examples
+        nn.ReLU(),
+        nn.Linear(32, 32),
+        nn.ReLU(),
+        nn.Linear(32, 5),
+    )
+
+
+def test_memory_bounded_path_equals_the_dense_path_on_a_vgg_shaped_network():
+    torch.manual_seed(0)
+    model = vgg_shaped().double().eval()
+    train = (torch.rand(24, 3, 16, 16, dtype=torch.float64), torch.randint(0, 5, (24,)))
+    test = (torch.rand(3, 3, 16, 16, dtype=torch.float64), torch.randint(0, 5, (3,)))
+    dense = LayerInfluence(model, train, hessian="ekfac", batch_size=8)
+    ref = dense.influence(test)
+    assert _fitted(dense).ranks[3][1] == 393  # fc6's input factor: dense eigh
+    # Low-rank input factor of fc6 (its 24 data rows span it), per-example gradients one
+    # example at a time, and exact rank queries (rank >= min(d_out, d_in) = 32).
+    bounded = LayerInfluence(
+        model,
+        train,
+        hessian=EKFACSettings(max_dense_dim=64, chunk_bytes=1),
+        batch_size=8,
+        query_rank=32,
+    )
+    got = bounded.influence(test)
+    strategy = bounded._fitted["layers"][0]
+    assert strategy.ranks[3][1] <= 24
+    assert rel_err(got, ref) < 1e-8
+    low = LayerInfluence(
+        model, train, hessian=EKFACSettings(max_dense_dim=64), batch_size=8, query_rank=2
+    ).influence(test)
+    assert all(_pearson(a, b) > 0.5 for a, b in zip(low, ref, strict=True))
+
+
+class WithNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.norm = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3 * 64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.norm(self.conv(x))).flatten(1))
+
+
+def test_other_modules_fall_back_to_exact(relu_problem):
+    _, train, test = relu_problem
+    torch.manual_seed(0)
+    model = WithNorm().double().eval()
+    exact = LayerInfluence(model, train).influence(test.tensors)
+    li = LayerInfluence(model, train, hessian="ekfac")
+    ekfac = li.influence(test.tensors)
+    assert li._fitted["layers"][0].fallback == {1: 0}
+    assert rel_err(ekfac[1], exact[1]) < 1e-10
+    with pytest.raises(ValueError, match=r"'norm' \(BatchNorm2d, 6 parameters\).*layers="):
+        LayerInfluence(model, train, hessian=EKFACSettings(fallback_max_params=2)).influence(
+            test.tensors
+        )
+
+
+def test_bad_settings_are_rejected(relu_problem):
+    model, train, test = relu_problem
+    with pytest.raises(ValueError, match="fisher must be one of"):
+        EKFACSettings(fisher="true")
+    with pytest.raises(ValueError, match="cross-entropy"):
+        LayerInfluence(
+            model,
+            train,
+            loss_fn=lambda out, y: (out.sum(1) - y) ** 2,
+            hessian=EKFACSettings(fisher="sampled"),
+        ).influence(test.tensors)

@@ -1,0 +1,94 @@
+"""`hessian="cg"` and `hessian="lissa"` against `exact`, with their default settings."""
+
+import pytest
+import torch
+
+from captum_layerinf import LayerInfluence
+from captum_layerinf.influence.strategies import CGSettings, LiSSASettings
+from tests.conftest import rel_err
+
+
+def _pearson(a, b):
+    return float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])
+
+
+def _float32(model, train, test):
+    x, y = train.tensors
+    return (
+        model.float(),
+        torch.utils.data.TensorDataset(x.float(), y),
+        (test.tensors[0].float(), test.tensors[1]),
+    )
+
+
+def test_cg_equals_exact_in_float64(relu_problem):
+    model, train, test = relu_problem
+    exact = LayerInfluence(model, train).influence(test.tensors)
+    li = LayerInfluence(model, train, hessian="cg")
+    assert rel_err(li.influence(test.tensors), exact) <= 1e-4
+    sub = tuple(t[:5] for t in train.tensors)
+    assert rel_err(li.self_influence(sub), LayerInfluence(model, train).self_influence(sub)) <= 1e-4
+
+
+def test_cg_equals_exact_in_float32(relu_problem):
+    model, train, test = _float32(*(p for p in relu_problem))
+    try:
+        exact = LayerInfluence(model, train).influence(test)
+        cg = LayerInfluence(model, train, hessian="cg").influence(test)
+    finally:
+        relu_problem[0].double()
+    assert cg.dtype == torch.float32
+    assert rel_err(cg, exact) <= 1e-3
+
+
+def test_cg_equals_exact_on_a_curved_model_and_globally(tanh_problem):
+    model, train, test = tanh_problem
+    exact = LayerInfluence(model, train, damping=0.1)
+    cg = LayerInfluence(model, train, damping=0.1, hessian="cg")
+    assert rel_err(cg.influence(test.tensors), exact.influence(test.tensors)) <= 1e-4
+    assert rel_err(cg.global_influence(test.tensors), exact.global_influence(test.tensors)) <= 1e-4
+
+
+def test_cg_warns_when_it_stops_early(relu_problem):
+    model, train, test = relu_problem
+    with pytest.warns(UserWarning, match="CG on block .* stopped after 2 iterations"):
+        LayerInfluence(model, train, hessian=CGSettings(max_iter=2)).influence(test.tensors)
+
+
+def test_lissa_approaches_exact(relu_problem):
+    # LiSSA's cost grows as scale / damping; damping 0.1 keeps the default depth small.
+    model, train, test = relu_problem
+    x, y = test.tensors[0][:3], test.tensors[1][:3]
+    exact = LayerInfluence(model, train, damping=0.1).influence((x, y))
+    lissa = LayerInfluence(model, train, damping=0.1, hessian="lissa").influence((x, y))
+    for a, b in zip(lissa, exact, strict=True):
+        assert _pearson(a, b) >= 0.99
+
+
+def test_lissa_warns_when_it_has_not_converged(relu_problem):
+    model, train, test = relu_problem
+    with pytest.warns(UserWarning, match="LiSSA on block .* has not converged"):
+        LayerInfluence(model, train, hessian=LiSSASettings(depth=3)).influence(test.tensors)
+
+
+def test_lissa_reports_divergence(relu_problem):
+    model, train, test = relu_problem
+    with pytest.raises(FloatingPointError, match="larger LiSSASettings\\(scale"):
+        LayerInfluence(model, train, hessian=LiSSASettings(scale=1e-3, depth=500)).influence(
+            test.tensors
+        )
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        (lambda: CGSettings(tol=2.0), "tol must be in"),
+        (lambda: CGSettings(max_iter=0), "max_iter must be"),
+        (lambda: LiSSASettings(depth=0), "depth must be"),
+        (lambda: LiSSASettings(scale=-1.0), "scale must be"),
+        (lambda: LiSSASettings(repeats=0), "repeats must be"),
+    ],
+)
+def test_bad_settings_are_rejected(settings, match):
+    with pytest.raises(ValueError, match=match):
+        settings()
