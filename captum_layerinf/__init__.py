@@ -1,12 +1,25 @@
 """captum-layerinf: layer-wise influence functions for Captum."""
 
-from .influence import ExactSettings, LayerInfluence, TracInSettings, available_strategies
+from .influence import (
+    CGSettings,
+    EKFACSettings,
+    ExactSettings,
+    FidelityReport,
+    LayerInfluence,
+    LiSSASettings,
+    TracInSettings,
+    available_strategies,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CGSettings",
+    "EKFACSettings",
     "ExactSettings",
+    "FidelityReport",
     "LayerInfluence",
+    "LiSSASettings",
     "TracInSettings",
     "__version__",
     "available_strategies",

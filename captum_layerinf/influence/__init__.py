@@ -1,20 +1,28 @@
 """Layer-wise influence: `LayerInfluence` and its curvature strategies."""
 
+from ._check import FidelityReport
 from .layer_influence import LayerInfluence
 from .strategies import (
     CaptumSettings,
+    CGSettings,
+    EKFACSettings,
     ExactSettings,
     IdentitySettings,
+    LiSSASettings,
     TracInSettings,
     available_strategies,
     register_strategy,
 )
 
 __all__ = [
+    "CGSettings",
     "CaptumSettings",
+    "EKFACSettings",
     "ExactSettings",
+    "FidelityReport",
     "IdentitySettings",
     "LayerInfluence",
+    "LiSSASettings",
     "TracInSettings",
     "available_strategies",
     "register_strategy",

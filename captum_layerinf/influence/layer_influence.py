@@ -19,6 +19,7 @@ from .._utils.modules import (
     model_device,
     resolve_layers,
 )
+from ._check import FidelityReport, check_fidelity
 from ._collect import ScoreCollector
 from ._gradients import GradientEngine
 from ._scoring import BlockGradients, precondition, score_batch
@@ -48,8 +49,13 @@ class LayerInfluence(DataInfluence):
             owning trainable parameters, in forward order. Naming a frozen layer computes it.
         loss_fn: Per-example loss; default cross-entropy. A loss module with any
             `reduction` is used per example (a copy with `reduction="none"`).
-        hessian: A strategy name ("exact", "identity", "captum") or a strategy's Settings
-            instance, e.g. `ExactSettings(max_block_bytes=...)`.
+        hessian: A strategy name or a strategy's Settings instance, e.g.
+            `EKFACSettings(fisher="sampled")`: "exact" (dense blocks), "cg" (conjugate
+            gradient, exact Hessian-vector products), "lissa" (stochastic Neumann series),
+            "ekfac" (eigenvalue-corrected Kronecker factors, for large layers), "identity"
+            (gradient similarity), "tracin" (checkpoints), "captum" (Captum's
+            NaiveInfluenceFunction per layer). `LayerInfluence.check` measures an
+            approximate strategy against CG.
         damping: λ added to every Hessian block. For a model trained with L2 weight decay
             `wd` on the mean loss, `damping=wd` is the exact choice.
         batch_size: Batch size used to iterate over Datasets.
@@ -199,6 +205,46 @@ class LayerInfluence(DataInfluence):
                     scores[i, rows] = (q * g.to(q.dtype)).sum(-1)
                 out.append(scores)
             return torch.cat(out, dim=1).to(self._dtype)
+
+    def check(
+        self,
+        inputs: tuple[Tensor, ...] | DataLoader,
+        n_test: int = 8,
+        n_train: int = 64,
+        reference: str = "cg",
+        seed: int = 0,
+        warn_below: float = 0.9,
+        show_progress: bool = False,
+    ) -> FidelityReport:
+        """Measures, per layer, how well this strategy agrees with a reference strategy.
+
+        Scores a random subset of test and training examples with this instance's
+        strategy and with `reference` (conjugate gradient by default: exact up to its
+        tolerance, with the curvature of the whole training set), and compares them.
+        Approximate curvature (EK-FAC, LiSSA, identity) can be far off on a trained
+        network's nearly singular layers at small damping; run this before trusting it.
+
+        Args:
+            inputs: Test examples `(*inputs, labels)` or a DataLoader.
+            n_test: Test examples sampled.
+            n_train: Training examples sampled.
+            reference: Strategy name to compare with.
+            seed: Seed of the sampling.
+            warn_below: Warn when a layer's Pearson correlation is below this.
+            show_progress: Show progress bars.
+
+        Returns:
+            A `FidelityReport` with `pearson`, `spearman` and `scale` per layer
+            (`print(report)` shows a table).
+
+        Examples:
+            >>> report = LayerInfluence(model, train, hessian="ekfac").check((x, y))
+            >>> report.pearson            # Tensor [n_layers]
+        """
+        with evaluation_state(self.model):
+            return check_fidelity(
+                self, inputs, n_test, n_train, reference, seed, warn_below, show_progress
+            )
 
     # ---------------------------------------------------------------- internals
 

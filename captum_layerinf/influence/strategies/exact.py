@@ -11,9 +11,8 @@ from .._gradients import flatten
 from .base import Block, CurvatureStrategy, FitContext, register_strategy
 
 SCALABLE_HINT = (
-    "use a scalable strategy (hessian='cg', 'lissa' or 'ekfac' once available; "
-    "hessian='identity' now), raise ExactSettings(max_block_bytes=...), "
-    "or leave the layer out with layers=[...]"
+    "use a scalable strategy (hessian='ekfac', 'cg' or 'lissa'), raise "
+    "ExactSettings(max_block_bytes=...), or leave the layer out with layers=[...]"
 )
 
 

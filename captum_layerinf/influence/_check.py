@@ -1,0 +1,140 @@
+"""Fidelity check: how well a strategy agrees with conjugate gradient, layer by layer."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from .._utils.data import as_dataloader, iter_batches
+
+
+@dataclass(frozen=True)
+class FidelityReport:
+    """Per-layer agreement of a strategy's scores with a reference strategy's.
+
+    Attributes:
+        layers: Layer names.
+        strategy: The strategy checked.
+        reference: The reference strategy (default "cg": exact up to its tolerance).
+        pearson: Pearson correlation per layer over all sampled (test, train) pairs.
+        spearman: Spearman rank correlation per layer.
+        scale: Least-squares slope of the strategy's scores on the reference's per layer
+            (1.0: same scale).
+        test_indices: The sampled test examples.
+        train_indices: The sampled training examples.
+    """
+
+    layers: list[str]
+    strategy: str
+    reference: str
+    pearson: Tensor
+    spearman: Tensor
+    scale: Tensor
+    test_indices: Tensor
+    train_indices: Tensor
+
+    def __str__(self) -> str:
+        rows = [f"{self.strategy} vs {self.reference}:", "layer | Pearson | Spearman | scale"]
+        for name, p, s, k in zip(self.layers, self.pearson, self.spearman, self.scale, strict=True):
+            rows.append(f"{name or '<model>'} | {p:.3f} | {s:.3f} | {k:.2f}")
+        return "\n".join(rows)
+
+
+def pearson(a: Tensor, b: Tensor) -> float:
+    """Pearson correlation of two tensors' entries (float64)."""
+    a, b = a.flatten().double(), b.flatten().double()
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-300))
+
+
+def spearman(a: Tensor, b: Tensor) -> float:
+    """Spearman rank correlation (ties broken by position)."""
+
+    def ranks(t: Tensor) -> Tensor:
+        return t.flatten().argsort().argsort().double()
+
+    return pearson(ranks(a), ranks(b))
+
+
+def sample_rows(loader: DataLoader, n: int, gen: torch.Generator, what: str):
+    """`n` random examples of a loader as one `(inputs, labels)` batch, and their indices."""
+    total = sum(len(batch[-1]) for batch in loader)
+    if n < 1:
+        raise ValueError(f"the number of sampled {what} examples must be >= 1; got {n}.")
+    chosen = torch.randperm(total, generator=gen)[: min(n, total)].sort().values
+    rows, offset = [], 0
+    for inputs, labels in iter_batches(loader, torch.device("cpu"), what):
+        size = len(labels)
+        local = chosen[(chosen >= offset) & (chosen < offset + size)] - offset
+        if len(local):
+            rows.append((tuple(x[local] for x in inputs), labels[local]))
+        offset += size
+    inputs = tuple(torch.cat([r[0][i] for r in rows]) for i in range(len(rows[0][0])))
+    return (*inputs, torch.cat([r[1] for r in rows])), chosen
+
+
+def check_fidelity(
+    li,
+    inputs,
+    n_test: int,
+    n_train: int,
+    reference: str,
+    seed: int,
+    warn_below: float,
+    show_progress: bool,
+) -> FidelityReport:
+    """Implements `LayerInfluence.check` (see there)."""
+    from .strategies import make_strategy
+
+    gen = torch.Generator().manual_seed(seed)
+    test, test_idx = sample_rows(
+        as_dataloader(inputs, li.batch_size, "inputs"), n_test, gen, "inputs"
+    )
+    train, train_idx = sample_rows(li.train_dataloader, n_train, gen, "train_dataset")
+    test_loader = as_dataloader(test, li.batch_size, "inputs")
+    strategy, ctx = li._fit("layers", show_progress)
+    ref = make_strategy(reference, li.damping)
+    ref.fit(ctx, strategy.blocks)
+    results = []
+    for s in (strategy, ref):
+        if s.delegates_scoring:
+            scores = s.scores(ctx, test_loader)[..., train_idx.to(ctx.device)]
+        else:
+            x, y = tuple(t.to(ctx.device) for t in train[:-1]), train[-1].to(ctx.device)
+            scores = torch.cat(list(li._score_batches(s, ctx, test_loader, [(x, y)])), dim=-1)
+        results.append(scores.double().cpu())
+    ours, theirs = results
+    report = FidelityReport(
+        layers=list(li.layer_names),
+        strategy=strategy.name,
+        reference=ref.name,
+        pearson=torch.tensor(
+            [pearson(a, b) for a, b in zip(ours, theirs, strict=True)], dtype=torch.float64
+        ),
+        spearman=torch.tensor(
+            [spearman(a, b) for a, b in zip(ours, theirs, strict=True)], dtype=torch.float64
+        ),
+        scale=torch.tensor(
+            [float((a * b).sum() / (b * b).sum()) for a, b in zip(ours, theirs, strict=True)],
+            dtype=torch.float64,
+        ),
+        test_indices=test_idx,
+        train_indices=train_idx,
+    )
+    low = [
+        f"{n or '<model>'} ({p:.2f})"
+        for n, p in zip(report.layers, report.pearson.tolist(), strict=True)
+        if p < warn_below
+    ]
+    if low:
+        warnings.warn(
+            f"hessian={strategy.name!r} agrees poorly with {ref.name!r} on {len(low)} layer(s): "
+            f"{', '.join(low)} Pearson < {warn_below}. Its scores there are unreliable: raise "
+            "damping, or use hessian='cg' or 'exact' for those layers.",
+            stacklevel=3,
+        )
+    return report
