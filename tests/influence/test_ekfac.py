@@ -158,3 +158,18 @@ def test_bad_settings_are_rejected(relu_problem):
             loss_fn=lambda out, y: (out.sum(1) - y) ** 2,
             hessian=EKFACSettings(fisher="sampled"),
         ).influence(test.tensors)
+
+
+def test_second_pass_recomputed_equals_second_pass_cached(relu_problem):
+    model, train, test = relu_problem
+    cached = LayerInfluence(model, train, hessian="ekfac").influence(test.tensors)
+    recomputed = LayerInfluence(model, train, hessian=EKFACSettings(cache_bytes=0)).influence(
+        test.tensors
+    )
+    assert rel_err(recomputed, cached) < 1e-12
+
+
+def test_global_ekfac_is_block_diagonal_over_layers(relu_problem):
+    model, train, test = relu_problem
+    li = LayerInfluence(model, train, hessian="ekfac")
+    assert rel_err(li.global_influence(test.tensors), li.compound_influence(test.tensors)) < 1e-10

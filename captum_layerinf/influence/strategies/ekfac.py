@@ -52,6 +52,9 @@ class EKFACSettings:
             falls back to `exact` (a dense block) when it has at most this many
             parameters; larger ones raise an error.
         chunk_bytes: Largest per-example gradient chunk formed at once.
+        cache_bytes: The layers' inputs and output gradients of the first pass are kept
+            for the second (no second forward and backward passes) while they fit in this
+            many bytes; beyond, the second pass recomputes them.
         seed: Seed of the labels drawn by `fisher="sampled"`.
     """
 
@@ -60,6 +63,7 @@ class EKFACSettings:
     max_dense_dim: int = 8192
     fallback_max_params: int = 4096
     chunk_bytes: int = GRAD_CHUNK_BYTES
+    cache_bytes: int = 2**30
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -104,6 +108,9 @@ class _Covariance:
 class EKFACStrategy(CurvatureStrategy):
     """EK-FAC per Linear/Conv2d block; small blocks of other modules fall back to `exact`.
 
+    The global (all-parameter) influence is block-diagonal over the layers: the sum of
+    the layers' EK-FAC scores, as in kronfluence.
+
     `self.ranks[b]` gives `(r_out, r_in)`, the sizes of block b's eigenbases (smaller than
     `(d_out, d_in)` where a factor was kept low-rank), and `self.fallback` the blocks
     computed by `exact`.
@@ -116,6 +123,13 @@ class EKFACStrategy(CurvatureStrategy):
         """Two passes over the training set: Kronecker factors, then eigenvalue correction."""
         self.blocks = blocks
         self.ctx = ctx
+        self._global: list[slice] | None = None
+        if len(blocks) == 1 and blocks[0].layers is None:
+            # All parameters: EK-FAC is block-diagonal over the layers, as everywhere.
+            sub_blocks, self._global = _layer_blocks(ctx.model, blocks[0])
+            self._inner = EKFACStrategy(self.settings, self.damping)
+            self._inner.fit(ctx, sub_blocks)
+            return
         self.dtype = next(ctx.model.parameters()).dtype
         self.layers: dict[int, StructuredLayer] = {}
         other: list[int] = []
@@ -177,16 +191,19 @@ class EKFACStrategy(CurvatureStrategy):
             return [roots[:, :, j].to(logits.dtype) for j in range(k)]
 
     def _passes(self, taps: Taps, desc: str):
-        """Yields `(activations, [output grads per direction])` per training batch."""
+        """Per training batch, `(activations, iterator of output grads per direction)`.
+
+        Directions come one backward pass at a time, so only one is held at once.
+        """
         gen = torch.Generator().manual_seed(self.settings.seed)
         seen = 0
         for inputs, labels in self.ctx.batches(desc):
             seen += len(labels)
             logits = taps.forward(inputs)
             dirs = self._directions(logits, labels, gen)
-            grads = [
+            grads = (
                 taps.output_grads(logits, d, retain=j < len(dirs) - 1) for j, d in enumerate(dirs)
-            ]
+            )
             yield taps.activations(), grads
         if seen != self.ctx.n_train:
             raise RuntimeError(
@@ -197,11 +214,25 @@ class EKFACStrategy(CurvatureStrategy):
         s, dev = self.settings, self.ctx.device
         cov_a = [_Covariance(self.layers[i].d_in, s.max_dense_dim, dev) for i in index]
         cov_g = [_Covariance(self.layers[i].d_out, s.max_dense_dim, dev) for i in index]
+        # The first pass's pieces are kept for the second while they fit in cache_bytes.
+        self._cache: list | None = []
+        cached = 0
         for acts, grads in self._passes(taps, "EK-FAC factors"):
             for j in range(len(index)):
                 cov_a[j].add(acts[j].flatten(0, 1))
-                for per_dir in grads:
+            kept = []
+            for per_dir in grads:
+                for j in range(len(index)):
                     cov_g[j].add(per_dir[j].flatten(0, 1))
+                if self._cache is not None:
+                    kept.append(per_dir)
+                    cached += sum(t.numel() * t.element_size() for t in per_dir)
+            if self._cache is not None:
+                cached += sum(t.numel() * t.element_size() for t in acts)
+                if cached <= s.cache_bytes:
+                    self._cache.append((acts, kept))
+                else:
+                    self._cache = None
         bases = []
         for j, i in enumerate(
             tqdm(index, desc="EK-FAC eigenbases", leave=False, disable=not self.ctx.show_progress)
@@ -221,11 +252,13 @@ class EKFACStrategy(CurvatureStrategy):
             torch.zeros(q_g.shape[1], q_a.shape[1], dtype=torch.float64, device=self.ctx.device)
             for q_g, q_a in self._bases
         ]
-        for acts, grads in self._passes(taps, "EK-FAC eigenvalue correction"):
-            for j, (q_g, q_a) in enumerate(self._bases):
-                ar = acts[j] @ q_a
-                for per_dir in grads:
-                    sums[j] += self._squared_moments(per_dir[j] @ q_g, ar)
+        passes = self._cache if self._cache is not None else self._passes(taps, "EK-FAC Λ")
+        self._cache = None
+        for acts, grads in passes:
+            rotated = [a @ q_a for a, (_, q_a) in zip(acts, self._bases, strict=True)]
+            for per_dir in grads:
+                for j, (q_g, _) in enumerate(self._bases):
+                    sums[j] += self._squared_moments(per_dir[j] @ q_g, rotated[j])
         return [s / self.ctx.n_train for s in sums]
 
     def _squared_moments(self, gr: Tensor, ar: Tensor) -> Tensor:
@@ -244,6 +277,11 @@ class EKFACStrategy(CurvatureStrategy):
 
     def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
         """EK-FAC estimate of `(H_b + λ I)^{-1} v` for each row of `vectors [m, P]`."""
+        if self._global is not None:
+            parts = [
+                self._inner.inverse_hvp(k, vectors[:, part]) for k, part in enumerate(self._global)
+            ]
+            return torch.cat(parts, dim=1)
         if block in self.fallback:
             return self._exact.inverse_hvp(self.fallback[block], vectors)
         j = list(self.layers).index(block)
@@ -262,3 +300,18 @@ class EKFACStrategy(CurvatureStrategy):
         if block not in self.layers:
             raise ValueError(f"block {block} is not a Linear/Conv2d block with EK-FAC factors.")
         return self._eigenvalues[list(self.layers).index(block)]
+
+
+def _layer_blocks(model, block: Block) -> tuple[list[Block], list[slice]]:
+    """Splits an all-parameter block into one block per module, with its flat slices."""
+    params = dict(model.named_parameters())
+    groups: dict[str, list[str]] = {}
+    for name in block.param_names:
+        groups.setdefault(name.rpartition(".")[0], []).append(name)
+    blocks, slices, start = [], [], 0
+    for module, names in groups.items():
+        numel = sum(params[n].numel() for n in names)
+        blocks.append(Block(module, (module,), tuple(names), numel))
+        slices.append(slice(start, start + numel))
+        start += numel
+    return blocks, slices
