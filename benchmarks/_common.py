@@ -68,22 +68,27 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return max(float((x - y).abs().max() / y.abs().max()) for x, y in zip(a, b, strict=True))
 
 
-def method_args(doc: str) -> argparse.Namespace:
+def method_args(doc: str, n_train: int = 1500, n_test: int = 100) -> argparse.Namespace:
     """Arguments of a benchmark with one subprocess per method (`--method` is internal)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--n-train", type=int, default=1500)
-    parser.add_argument("--n-test", type=int, default=100)
+    parser.add_argument("--n-train", type=int, default=n_train)
+    parser.add_argument("--n-test", type=int, default=n_test)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
 def run_benchmark(
-    doc: str, script: str, methods: tuple[str, ...], run_method: Callable[..., None]
+    doc: str,
+    script: str,
+    methods: tuple[str, ...],
+    run_method: Callable[..., None],
+    n_train: int = 1500,
+    n_test: int = 100,
 ) -> tuple[argparse.Namespace, dict] | None:
     """A benchmark's main: in a child (`--method`), runs one method and returns None;
     in the parent, runs every method in its own process and returns (args, results)."""
-    args = method_args(doc)
+    args = method_args(doc, n_train, n_test)
     if args.method:
         run_method(args.method, args.n_train, args.n_test, Path(args.out))
         return None

@@ -76,7 +76,7 @@ def slope(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def main() -> None:
-    ran = run_benchmark(__doc__, __file__, METHODS, run_method)
+    ran = run_benchmark(__doc__, __file__, METHODS, run_method, n_train=600, n_test=40)
     if ran is None:
         return
     args, r = ran
