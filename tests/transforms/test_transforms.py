@@ -143,3 +143,16 @@ def test_deterministic_transforms_give_the_same_output_twice(make):
     sample = (tv_tensors.Image(image()), tv_tensors.Mask(box_mask()))
     transform = make()
     assert torch.equal(transform(*sample)[0], transform(*sample)[0])
+
+
+def test_a_pickled_transform_continues_its_generator_stream():
+    transform = TextureTransfer(
+        ["gravel", "brick", "grass"],
+        strength=(0.2, 0.9),
+        generator=torch.Generator().manual_seed(3),
+    )
+    transform.make_params([])
+    clone = pickle.loads(pickle.dumps(transform))
+    assert [clone.make_params([]) for _ in range(4)] == [
+        transform.make_params([]) for _ in range(4)
+    ]
