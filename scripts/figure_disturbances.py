@@ -73,7 +73,7 @@ def main() -> None:
         ["original", "white background\n(GrabCut)", "textured object", "styled"],
         height=args.size,
     )
-    fig.savefig(args.out / "disturbances.png", dpi=120, bbox_inches="tight")
+    fig.savefig(args.out / "disturbances.png", dpi=180, bbox_inches="tight")
     plt.close(fig)
 
     start = time.perf_counter()
