@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/exact_vs_captum.py
 	$(BIN)/python benchmarks/tracin_vs_captum.py
 	$(BIN)/python benchmarks/loo_fidelity.py
+	$(BIN)/python benchmarks/transforms_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
