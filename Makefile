@@ -17,12 +17,12 @@ demo: $(STAMP)
 	$(BIN)/captum-layerinf demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check captum_layerinf tests benchmarks
-	$(BIN)/ruff format --check captum_layerinf tests benchmarks
+	$(BIN)/ruff check captum_layerinf tests benchmarks scripts
+	$(BIN)/ruff format --check captum_layerinf tests benchmarks scripts
 
 format: $(STAMP)
-	$(BIN)/ruff format captum_layerinf tests benchmarks
-	$(BIN)/ruff check --fix captum_layerinf tests benchmarks
+	$(BIN)/ruff format captum_layerinf tests benchmarks scripts
+	$(BIN)/ruff check --fix captum_layerinf tests benchmarks scripts
 
 test: lint
 	$(BIN)/python -m pytest
@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/exact_vs_captum.py
 	$(BIN)/python benchmarks/tracin_vs_captum.py
 	$(BIN)/python benchmarks/loo_fidelity.py
+	$(BIN)/python benchmarks/transforms_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
