@@ -75,8 +75,11 @@ def main() -> None:
     train, test = data(args.n_train, args.n_test, args.size)
     start = time.perf_counter()
     li = LayerInfluence(model, train, hessian="ekfac", batch_size=args.batch_size)
+    strategy, _ = li._fit("layers", show_progress=True)
+    fitted = time.perf_counter()
     scores = li.influence(test.tensors, show_progress=True)
     seconds = time.perf_counter() - start
+    stages = {**strategy.seconds, "scores": time.perf_counter() - fitted}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows = layer_memory(li, args.n_test)
     print(
@@ -98,8 +101,9 @@ def main() -> None:
         f"peak RSS {peak:,.0f} MiB; {seconds:.1f} s "
         f"({seconds / args.n_train * 1000:,.0f} s per 1000 training images at this size)"
     )
+    print("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"seconds": seconds, "peak_mib": peak, "layers": rows, **vars(args)}
+    result = {"seconds": seconds, "stages": stages, "peak_mib": peak, "layers": rows, **vars(args)}
     result["out"] = str(args.out)
     name = f"vgg16_ekfac_{args.size}px_{args.n_train}x{args.n_test}.json"
     (args.out / name).write_text(json.dumps(result, indent=1))
