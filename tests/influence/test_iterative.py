@@ -1,5 +1,7 @@
 """`hessian="cg"` and `hessian="lissa"` against `exact`, with their default settings."""
 
+import copy
+
 import pytest
 import torch
 
@@ -92,3 +94,18 @@ def test_lissa_reports_divergence(relu_problem):
 def test_bad_settings_are_rejected(settings, match):
     with pytest.raises(ValueError, match=match):
         settings()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("hessian", ["cg", "ekfac"])
+def test_scores_on_the_gpu_equal_scores_on_the_cpu(relu_problem, hessian):
+    model, train, test = relu_problem
+    cpu = LayerInfluence(model, train, hessian=hessian).influence(test.tensors)
+    gpu_model = copy.deepcopy(model).cuda()
+    gpu_train = tuple(t.cuda() for t in train.tensors)
+    gpu = LayerInfluence(gpu_model, gpu_train, hessian=hessian).influence(
+        tuple(t.cuda() for t in test.tensors)
+    )
+    assert gpu.is_cuda
+    assert rel_err(gpu.cpu(), cpu) <= 1e-6
