@@ -5,14 +5,11 @@ import torch
 from torch import nn
 
 from captum_layerinf import LayerInfluence
+from captum_layerinf.influence._check import pearson
 from captum_layerinf.influence.strategies import EKFACSettings
 from tests.conftest import rel_err
 
 from ._reference import dense_hessian, layer_names_of
-
-
-def _pearson(a, b):
-    return float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])
 
 
 def _fitted(li):
@@ -69,7 +66,7 @@ def test_ekfac_is_accurate_at_damping_one(relu_problem):
     exact = LayerInfluence(model, train, damping=1.0).influence(test.tensors)
     ekfac = LayerInfluence(model, train, damping=1.0, hessian="ekfac").influence(test.tensors)
     for a, b in zip(ekfac, exact, strict=True):
-        assert _pearson(a, b) >= 0.9
+        assert pearson(a, b) >= 0.9
 
 
 def vgg_shaped(width: int = 4) -> nn.Sequential:
@@ -118,7 +115,7 @@ def test_memory_bounded_path_equals_the_dense_path_on_a_vgg_shaped_network():
     low = LayerInfluence(
         model, train, hessian=EKFACSettings(max_dense_dim=64), batch_size=8, query_rank=2
     ).influence(test)
-    assert all(_pearson(a, b) > 0.5 for a, b in zip(low, ref, strict=True))
+    assert all(pearson(a, b) > 0.5 for a, b in zip(low, ref, strict=True))
 
 
 class WithNorm(nn.Module):

@@ -102,8 +102,14 @@ class _Covariance:
         orthonormal to ~1e-6, plenty for a preconditioner, at a third of float64's time.
         """
         if self.dense is not None:
-            work = torch.float64 if self.dim <= 2048 else dtype
-            return torch.linalg.eigh(self.dense.to(work))[1]
+            # Scaled to unit trace: the eigenvectors are the same, the numbers tamer.
+            m = self.dense / self.dense.diagonal().sum().clamp_min(1e-300)
+            if self.dim > 2048 and dtype != torch.float64:
+                try:
+                    return torch.linalg.eigh(m.to(dtype))[1]
+                except torch.linalg.LinAlgError:
+                    pass  # Rank-deficient factors can defeat float32; float64 copes.
+            return torch.linalg.eigh(m.double())[1]
         rows = torch.cat(self.rows).double()
         _, s, vh = torch.linalg.svd(rows, full_matrices=False)
         keep = s > s.max() * max(rows.shape) * torch.finfo(torch.float64).eps
