@@ -52,6 +52,19 @@ class FitContext:
         """One pass over the training set, with validated `(inputs, labels)` batches."""
         return self.checked(self.train_loader, "train_dataset", desc)
 
+    def check_count(self, seen: int) -> None:
+        """Raises if a pass over the training set yielded another number of examples."""
+        if seen != self.n_train:
+            raise RuntimeError(
+                f"the training set yielded {seen} examples, expected {self.n_train}."
+            )
+
+    def validate(self) -> None:
+        """One pass over the training set that checks every batch and the example count."""
+        self.check_count(
+            sum(len(labels) for _, labels in self.batches("checking the training set"))
+        )
+
     def checked(
         self, loader: DataLoader, what: str, desc: str
     ) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:

@@ -95,9 +95,7 @@ class CGStrategy(CurvatureStrategy):
         """Validates the training set once; CG itself runs at `inverse_hvp`."""
         self.blocks = blocks
         self.ctx = ctx
-        seen = sum(len(labels) for _, labels in ctx.batches("checking the training set"))
-        if seen != ctx.n_train:
-            raise RuntimeError(f"the training set yielded {seen} examples, expected {ctx.n_train}.")
+        ctx.validate()
         self.operators = [BlockHessian(ctx, b, self.settings.hvp_chunk_size) for b in blocks]
         self.iterations: dict[int, int] = {}
         self.residuals: dict[int, Tensor] = {}

@@ -222,10 +222,7 @@ class EKFACStrategy(CurvatureStrategy):
                 taps.output_grads(logits, d, retain=j < len(dirs) - 1) for j, d in enumerate(dirs)
             )
             yield taps.activations(), grads
-        if seen != self.ctx.n_train:
-            raise RuntimeError(
-                f"the training set yielded {seen} examples, expected {self.ctx.n_train}."
-            )
+        self.ctx.check_count(seen)
 
     def _fit_bases(self, taps: Taps, index: list[int]) -> list[tuple[Tensor, Tensor]]:
         s, dev = self.settings, self.ctx.device

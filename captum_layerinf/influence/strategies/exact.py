@@ -93,8 +93,7 @@ class ExactStrategy(CurvatureStrategy):
                         inputs, labels, list(blocks[i].param_names), self.settings.hvp_chunk_size
                     )
                     sums[i] += h.double()
-        if seen != ctx.n_train:
-            raise RuntimeError(f"the training set yielded {seen} examples, expected {ctx.n_train}.")
+        ctx.check_count(seen)
         self._factors = [
             self._factorise(s / ctx.n_train, b) for s, b in zip(sums, blocks, strict=True)
         ]

@@ -83,9 +83,7 @@ class LiSSAStrategy(CurvatureStrategy):
                 "hessian='lissa' with damping=0 needs an explicit LiSSASettings(depth=...): "
                 "the automatic depth is set by the damping."
             )
-        seen = sum(len(labels) for _, labels in ctx.batches("checking the training set"))
-        if seen != ctx.n_train:
-            raise RuntimeError(f"the training set yielded {seen} examples, expected {ctx.n_train}.")
+        ctx.validate()
         self.operators = [BlockHessian(ctx, b) for b in blocks]
         self.scales, self.depths = [], []
         s = self.settings
