@@ -36,6 +36,11 @@ from captum_layerinf.datasets import load_digits_split  # noqa: E402
 from captum_layerinf.models import DigitsVGG  # noqa: E402
 from captum_layerinf.training import accuracy, train_classifier  # noqa: E402
 
+
+def _ranks(values: torch.Tensor) -> torch.Tensor:
+    return values.argsort(descending=True).argsort().double()
+
+
 SHORT = {"mim": "MIM", "internal_influence": "int. infl.", "conductance": "conductance"}
 
 
@@ -100,6 +105,17 @@ def main() -> None:
             f"digit {int(y[row])}: best layer {res.best_layer[row]}, units "
             f"{res.unit_coordinates(row)}, test ranking {res.layer_ranking(row)}"
         )
+        stats = res.layer_statistic[:, row].tolist()
+        print(
+            "  test side:",
+            ", ".join(f"{n} {v:.3f}" for n, v in zip(res.layer_names, stats, strict=True)),
+        )
+        common = res.layer_names
+        rank_train = train_side[[li.layer_names.index(n) for n in common], row]
+        rho = torch.corrcoef(
+            torch.stack([_ranks(rank_train), _ranks(res.layer_statistic[:, row])])
+        )[0, 1]
+        print(f"  Spearman rho over {len(common)} layers: {rho:.2f}")
     fig.suptitle(
         f"Layered explanations (Ho) of the digits CNN: {SHORT[args.measure]}"
         + (f" over the {args.n_train} training digits, " if args.measure == "mim" else ", ")
