@@ -138,6 +138,6 @@ def unit_seeds(
         rows = list(range(n))
     else:
         seeds = torch.zeros(n * k, flat.shape[1], dtype=flat.dtype, device=flat.device)
-        seeds[torch.arange(n * k), units.reshape(-1)] = values.reshape(-1)
+        seeds[torch.arange(n * k, device=flat.device), units.reshape(-1)] = values.reshape(-1)
         rows = [i for i in range(n) for _ in range(k)]
     return seeds.view(-1, *activations.shape[1:]), rows

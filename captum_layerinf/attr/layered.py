@@ -232,7 +232,9 @@ class LayeredExplanation:
             joint = torch.empty_like(inputs)
             modules = dict(self.model.named_modules())
             for name in dict.fromkeys(best):
-                rows = torch.tensor([i for i, b in enumerate(best) if b == name])
+                rows = torch.tensor(
+                    [i for i, b in enumerate(best) if b == name], device=inputs.device
+                )
                 flat = scores[name][rows].flatten(1)
                 units = flat.abs().topk(k, dim=1).indices
                 top_units[rows] = units

@@ -76,7 +76,9 @@ def monotone_influence(
     return binary_mim(inputs, reference, opposite, alpha)
 
 
-def binary_mim(inputs: Tensor, reference: Tensor, opposite: Tensor, alpha: Alpha = 1.0) -> Tensor:
+def binary_mim(
+    inputs: Tensor, reference: Tensor, opposite: Tensor, alpha: Alpha = 1.0, chunk_size: int = 1024
+) -> Tensor:
     """φ(x⃗) = Σ_{y⃗ opposite to x⃗} α(‖x⃗ − y⃗‖)(x⃗ − y⃗) for each row x⃗ of `inputs`.
 
     Args:
@@ -84,17 +86,25 @@ def binary_mim(inputs: Tensor, reference: Tensor, opposite: Tensor, alpha: Alpha
         reference: `[N, D]`.
         opposite: Bool `[B, N]`: reference point n has the other label than input b.
         alpha: As in `monotone_influence`.
+        chunk_size: Reference points processed at once (computed in float64).
 
     Returns:
         `Tensor [B, D]`.
     """
     work = torch.promote_types(inputs.dtype, torch.float64)
-    x, ref = inputs.to(work), reference.to(device=inputs.device, dtype=work)
-    dist = torch.cdist(x, ref, compute_mode="donot_use_mm_for_euclid_dist")  # [B, N]
-    weights = _weights(dist, alpha) * opposite.to(device=dist.device, dtype=work)
-    # Σ_y w(y)(x − y) = (Σ_y w(y)) x − Σ_y w(y) y: one matrix product instead of B·N rows.
-    phi = weights.sum(1, keepdim=True) * x - weights @ ref
-    return phi.to(inputs.dtype)
+    x = inputs.to(work)
+    total = x.new_zeros(x.shape[0], 1)
+    pulled = torch.zeros_like(x)
+    # Σ_y w(y)(x − y) = (Σ_y w(y)) x − Σ_y w(y) y: matrix products instead of B·N rows,
+    # over chunks of the reference set (never a float64 copy of all of it).
+    for start in range(0, reference.shape[0], chunk_size):
+        ref = reference[start : start + chunk_size].to(device=inputs.device, dtype=work)
+        dist = torch.cdist(x, ref, compute_mode="donot_use_mm_for_euclid_dist")  # [B, n]
+        mask = opposite[:, start : start + chunk_size].to(device=dist.device, dtype=work)
+        weights = _weights(dist, alpha) * mask
+        total += weights.sum(1, keepdim=True)
+        pulled += weights @ ref
+    return (total * x - pulled).to(inputs.dtype)
 
 
 def _weights(dist: Tensor, alpha: Alpha) -> Tensor:

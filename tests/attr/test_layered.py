@@ -43,10 +43,15 @@ def test_evidence_unit_ranks_first_and_projects_onto_its_pixels(evidence, measur
 
 def test_mim_scores_the_evidence_unit_by_its_class_gap(evidence):
     """For class-1 inputs the evidence unit's MIM score is positive (above the other
-    class) and, for class-0 inputs explained as class 0, negative."""
+    class) and, for class-0 inputs explained as class 0, negative; the layer holding it
+    is chosen."""
     net, (ref_x, _), (x, y) = evidence
     scores = explainer(net, ref_x, "mim").unit_influence(x)["4"][:, EVIDENCE_UNIT]
     assert (scores[y == 1] > 0).all() and (scores[y == 0] < 0).all()
+    # Unforced, the Gini statistic of |MIM| picks the evidence layer over the conv layer.
+    res = explainer(net, ref_x, "mim").attribute(x, k=1)
+    assert res.best_layer == ["4"] * len(x), res.layer_statistic
+    assert (res.top_units[:, 0] == EVIDENCE_UNIT).all()
 
 
 @pytest.mark.filterwarnings("ignore:Setting backward hooks:UserWarning")

@@ -5,6 +5,7 @@ import torch
 
 from captum_layerinf.attr import monotone_influence
 from captum_layerinf.attr._selection import coefficient_of_variation, gini
+from captum_layerinf.attr.mim import binary_mim
 
 
 def naive_mim(x, ref, x_labels, ref_labels, target, alpha):
@@ -41,6 +42,13 @@ def test_vectorised_equals_definition(data, alpha):
     got = monotone_influence(x, ref, x_labels, ref_labels, target, alpha)
     want = naive_mim(x, ref, x_labels, ref_labels, target, alpha)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_chunked_equals_whole(data):
+    x, ref, x_labels, ref_labels = data
+    opposite = ref_labels[None, :] != x_labels[:, None]
+    whole = binary_mim(x, ref, opposite, 1.0, chunk_size=1000)
+    torch.testing.assert_close(binary_mim(x, ref, opposite, 1.0, chunk_size=7), whole)
 
 
 def test_point_at_distance_zero_adds_nothing(data):
