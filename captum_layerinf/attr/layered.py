@@ -88,7 +88,10 @@ class LayeredExplanation:
        scale-free, and near its maximum whatever the layer's width), or `"cv"`, std / mean
        of the |scores| (grows with the width). Ho argues the output layer is influential
        by definition and uninformative ("a dog because it's a dog"): the default
-       candidates are every module owning parameters except the last one.
+       candidates are every module owning parameters except the last one. With the
+       gradient measures, units that a following max-pool discards (or an inactive ReLU
+       blocks) get exactly zero, which by itself raises a layer's Gini coefficient: on
+       the digits CNN they always pick a convolution that feeds a max-pool.
 
     3. **Top-k units of that layer, projected to the input** with DeconvNet (Zeiler &
        Fergus 2014) as Captum's `Deconvolution` implements it (ReLU backward replaced by
