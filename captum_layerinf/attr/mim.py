@@ -35,14 +35,19 @@ def monotone_influence(
 
     **Source, and what was reconstructed.** Sliwinski, Strobel & Zick (2017/2019),
     "Axiomatic characterization of data-driven influence measures for classification",
-    arXiv:1708.02153 (AAAI 2019), derive the MIM family as the measures satisfying their
-    axioms; the family is parameterised by α. The full text of that paper was not available
-    offline while this was written (only its abstract: a data-only, per-feature vector
-    family called MIM). The formula above is the characterisation as recalled from the
-    paper, not copied from it: check it against the paper's main theorem before relying on
-    the exact form. Two choices are ours, not the paper's: α defaults to r⁻¹ (each
-    differently labelled point contributes a unit vector; rankings within a layer do not
-    change when all activations are rescaled), and a point at distance 0 contributes 0.
+    arXiv:1708.02153 (AAAI 2019). Confirmed from its abstract (the only part found in the
+    offline search corpora; the body was not available): MIM is a family of numerical
+    influence measures φ_i(x⃗), one value per feature, uniquely derived from a set of
+    axioms, computed from the labelled dataset alone without querying the classifier.
+    Reconstructed from memory of the paper, not copied from it: the formula above (the
+    form of the characterisation, a sum over the differently labelled points of a
+    non-negative weight of the distance times x⃗ − y⃗, the family being parameterised by
+    α). Check it against the paper's main theorem before relying on the exact form; the
+    tests check our code against this formula and two axioms it satisfies (shift
+    invariance, rotation faithfulness), not against the paper. Two choices are ours: α
+    defaults to r⁻¹ (each differently labelled point contributes a unit vector; rankings
+    within a layer do not change when all activations are rescaled), and a point at
+    distance 0 contributes 0.
 
     **One-vs-rest (our extension; MIM is defined for two classes).** For target class t,
     relabel c_t(y⃗) = [label(y⃗) = t] and apply the binary measure. The input's own label
