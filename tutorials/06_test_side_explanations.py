@@ -130,7 +130,7 @@ for i, ax in enumerate(axes):
         dict(zip(li.layer_names, train_side[:, i].tolist())),
         dict(zip(res.layer_names, res.layer_statistic[:, i].tolist())),
         ax=ax,
-        title=f"digit {int(y[i])}",
+        title=f"digit {int(y[i])}, predicted {int(res.target[i])}",
     )
 fig.tight_layout()
 plt.show()
