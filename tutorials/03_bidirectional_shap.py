@@ -203,9 +203,8 @@ c = int(result.predictions[0])
 captum = GradientShap(model).attribute(
     x[:1], baselines=background, target=c, n_samples=4 * NSAMPLES, stdevs=0.0
 )
-shap_side = BidirectionalExplainer(
-    model, li, background=background, nsamples=4 * NSAMPLES
-).explain((x[:1], y[:1]), k=1)
+gradient_shap = BidirectionalExplainer(model, li, background=background, nsamples=4 * NSAMPLES)
+shap_side = gradient_shap.explain((x[:1], y[:1]), k=1)
 corr = np.corrcoef(captum.detach().flatten(), shap_side.shap_values[0, 0].flatten())[0, 1]
 print(f"Pearson correlation, shap GradientExplainer vs Captum GradientShap: {corr:.3f}")
 

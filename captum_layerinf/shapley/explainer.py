@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .._utils.data import as_dataloader, iter_batches
@@ -374,10 +375,11 @@ def _checked_masks(masks: Tensor | None, x: Tensor) -> Tensor | None:
 
 
 def _n_examples(loader: DataLoader) -> int:
-    try:
-        return len(loader.dataset)  # type: ignore[arg-type]
-    except TypeError:
-        return sum(len(batch[-1]) for batch in loader)
+    """Examples the loader yields per pass (counted by iterating when it has no length)."""
+    if isinstance(loader.batch_sampler, BatchSampler):
+        with contextlib.suppress(TypeError):
+            return len(loader.batch_sampler.sampler)  # type: ignore[arg-type]
+    return sum(len(batch[-1]) for batch in loader)
 
 
 def _gather(loader: DataLoader, positions: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -395,6 +397,11 @@ def _gather(loader: DataLoader, positions: Tensor, device: torch.device) -> tupl
         offset += n
         if hi == len(positions):
             break
+    if sum(len(t) for t in ys) != len(positions):
+        raise ValueError(
+            f"the training set yielded {offset} examples, fewer than expected; pass a "
+            "Dataset or a DataLoader whose length matches what it yields."
+        )
     return torch.cat(xs).to(device), torch.cat(ys).long().to(device)
 
 

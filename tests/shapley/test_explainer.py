@@ -99,6 +99,19 @@ def test_dataloader_and_dataset_inputs_equal_tuple(digits, background):
         assert torch.equal(a.inputs, other.inputs)
 
 
+def test_training_set_as_dataloader_equals_dataset(digits):
+    """Default background and training images are gathered by position from either."""
+    from captum_layerinf import LayerInfluence
+
+    model, li, train, test = digits
+    loader = torch.utils.data.DataLoader(train, batch_size=32)
+    a = BidirectionalExplainer(model, li, "deep", n_background=8).explain(test[:2], k=2)
+    b = BidirectionalExplainer(model, LayerInfluence(model, loader), "deep", n_background=8)
+    b = b.explain(test[:2], k=2)
+    assert torch.equal(a.proponents, b.proponents) and torch.equal(a.train_inputs, b.train_inputs)
+    assert torch.equal(a.shap_values, b.shap_values)
+
+
 def test_background_as_dataset_equals_tensor(digits, background):
     model, li, train, test = digits
     as_tensor = BidirectionalExplainer(model, li, "deep", background=background)
