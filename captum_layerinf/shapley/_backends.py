@@ -237,7 +237,7 @@ def instance_values(
     else:
         out = explainer(x.cpu().numpy())
         raw = _trailing(getattr(out, "values", out), x.shape, n_classes)
-    index = columns_per_row.to(torch.long).view(len(x), *([1] * (x.dim() - 1)), -1)
+    index = columns_per_row.cpu().long().view(len(x), *([1] * (x.dim() - 1)), -1)
     return raw.double().gather(-1, index.expand(*x.shape, index.shape[-1]))
 
 

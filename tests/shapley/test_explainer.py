@@ -234,3 +234,26 @@ def test_partition_is_efficient(digits, background):
         expected = gap[torch.arange(len(x)), classes].double()
         assert expected.abs().max() > 0.5, "the logit gaps should not be trivially small"
         assert torch.allclose(r.shap_values[:, slot].sum((1, 2, 3)).double(), expected, atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_equals_cpu(digits, background, deep_result, monkeypatch):
+    import copy
+
+    from captum_layerinf import LayerInfluence
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    model, _, train, test = digits
+    gpu_model = copy.deepcopy(model).cuda()
+    li = LayerInfluence(gpu_model, tuple(t.cuda() for t in train.tensors))
+    x, y = test[:]
+    for backend in ("deep", shap.DeepExplainer(gpu_model, background.cuda())):
+        r = BidirectionalExplainer(gpu_model, li, backend, background=background.cuda()).explain(
+            (x.cuda(), y.cuda()), k=3, masks=(x[:, 0] > 0.25).cuda(), explain_train=True
+        )
+        assert r.shap_values.device.type == "cpu" and r.proponents.device.type == "cpu"
+        assert torch.allclose(r.shap_values, deep_result.shap_values, atol=1e-4)
+        assert torch.equal(r.proponents, deep_result.proponents)
+        assert torch.allclose(r.foreground_share, deep_result.foreground_share, atol=1e-4)
