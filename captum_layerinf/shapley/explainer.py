@@ -161,33 +161,18 @@ class BidirectionalExplainer:
             if k > n_train:
                 raise ValueError(f"k={k} exceeds the number of training examples ({n_train}).")
             rows = _influential(li, (x, y), k, n_train, show_progress)
-            background_positions = None
-            background = self.background
-            if background is None:
-                gen = torch.Generator().manual_seed(self.seed)
-                take = min(self.n_background, n_train)
-                background_positions = torch.randperm(n_train, generator=gen)[:take].sort().values
-            referenced = torch.cat([rows["proponents"].flatten(), rows["opponents"].flatten()])
-            train_positions = referenced.cpu().unique()
-            wanted = train_positions
-            if background_positions is not None:
-                wanted = torch.cat([wanted, background_positions]).unique()
-            gathered_x, gathered_y = _gather(li.train_dataloader, wanted, device)
-            if background_positions is not None:
-                background = gathered_x[torch.searchsorted(wanted, background_positions)]
-            elif not isinstance(background, str):
-                background = _as_inputs(background, li.batch_size, device)
-            keep = torch.searchsorted(wanted, train_positions)
-            train_x, train_y = gathered_x[keep], gathered_y[keep]
-
+            train_positions, train_x, train_y, background = self._training_images(
+                rows, n_train, device
+            )
             targets = torch.stack([predictions, y], dim=1)
+            n_classes = logits.shape[1]
             shap_values, backend = self._shap(
-                x, targets, background, logits.shape[1], show_progress
+                self.shap_explainer, x, targets, background, n_classes, show_progress
             )
             train_shap = None
-            if explain_train:
+            if explain_train:  # with the backend that worked on the test images
                 train_shap, _ = self._shap(
-                    train_x, train_y.unsqueeze(1), background, logits.shape[1], show_progress
+                    backend, train_x, train_y.unsqueeze(1), background, n_classes, show_progress
                 )
                 train_shap = train_shap[:, 0].float().cpu()
 
@@ -197,7 +182,7 @@ class BidirectionalExplainer:
         opp_labels = label_of[rows["opponents"].cpu()]
         summary = self._summaries(shap_values, masks, pro_labels, predictions.cpu())
         settings = {
-            "shap_explainer": backend,
+            "shap_explainer": backend if isinstance(backend, str) else type(backend).__name__,
             "nsamples": self.nsamples,
             "seed": self.seed,
             "k": k,
@@ -230,19 +215,46 @@ class BidirectionalExplainer:
 
     # ---------------------------------------------------------------- internals
 
+    def _training_images(
+        self, rows: dict[str, Tensor], n_train: int, device: torch.device
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | str]:
+        """The training images the rows point to, and the background, in one data pass.
+
+        Returns:
+            `(positions [m], inputs [m, *S], labels [m], background)`.
+        """
+        referenced = torch.cat([rows["proponents"].flatten(), rows["opponents"].flatten()])
+        positions = referenced.cpu().unique()
+        wanted = positions
+        drawn = None
+        if self.background is None:
+            gen = torch.Generator().manual_seed(self.seed)
+            take = min(self.n_background, n_train)
+            drawn = torch.randperm(n_train, generator=gen)[:take].sort().values
+            wanted = torch.cat([positions, drawn]).unique()
+        inputs, labels = _gather(self.layer_influence.train_dataloader, wanted, device)
+        keep = torch.searchsorted(wanted, positions)
+        if drawn is not None:
+            background: Tensor | str = inputs[torch.searchsorted(wanted, drawn)]
+        elif isinstance(self.background, str):
+            background = self.background
+        else:
+            background = _as_inputs(self.background, self.layer_influence.batch_size, device)
+        return positions, inputs[keep], labels[keep], background
+
     def _shap(
         self,
+        backend: Any,
         x: Tensor,
         targets: Tensor,
         background: Tensor | str,
         n_classes: int,
         show_progress: bool,
-    ) -> tuple[Tensor, str]:
+    ) -> tuple[Tensor, Any]:
         """SHAP values `[n, m, *S]` for the classes `targets [n, m]`, and the backend used."""
-        if not isinstance(self.shap_explainer, str):
-            values = instance_values(self.shap_explainer, x, targets, n_classes)
-            return values.movedim(-1, 1), type(self.shap_explainer).__name__
-        backend = self.shap_explainer
+        if not isinstance(backend, str):
+            values = instance_values(backend, x, targets, n_classes)
+            return values.movedim(-1, 1), backend
         if backend == "deep":
             try:
                 return self._grouped("deep", x, targets, background, show_progress), backend

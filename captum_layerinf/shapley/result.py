@@ -31,8 +31,9 @@ class BidirectionalResult:
         predictions: `Tensor [n]` (long) the predicted classes, `logits.argmax(1)`.
         shap_values: `Tensor [n, 2, *S]` (float32) SHAP values of each input feature;
             `[:, 0]` for the logit of the predicted class, `[:, 1]` for the true class.
-            They sum (exactly for "deep", in expectation for "gradient") to the logit
-            minus its mean over the background.
+            They sum to the logit minus its mean over the background (exactly for
+            "deep", in expectation for "gradient"), or minus the logit of the fill image
+            for "partition".
         layer_names: The `R` row names: the layers, then `"compound"`.
         proponents: `Tensor [R, n, k]` (long) training positions with the largest
             influence (positive = removing it would raise the test loss), best first.
