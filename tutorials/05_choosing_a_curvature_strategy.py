@@ -173,8 +173,10 @@ for j, name in enumerate(names):
     ax_acc.bar(np.arange(len(layers)) + j * width, table[name][0], width, label=name)
 ax_acc.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, layers, fontsize=8)
 ax_acc.set_ylabel("Pearson with exact")
-ax_acc.set_ylim(min(0, min(t[0].min() for t in table.values())), 1.02)
-ax_acc.legend(fontsize=7, ncol=3)
+low = min(0.0, np.floor(5 * min(t[0].min() for t in table.values())) / 5)
+ax_acc.set_ylim(low, 1.18)  # room for the legend above the bars
+ax_acc.set_yticks(np.arange(low, 1.01, 0.2))
+ax_acc.legend(fontsize=7, ncol=len(names), loc="upper center")
 ax_acc.set_title(f"agreement per layer (damping {DAMPING})", fontsize=10)
 ax_time.barh(names, [seconds[n] for n in names], color=[f"C{j}" for j in range(len(names))])
 ax_time.set_xscale("log")
