@@ -57,9 +57,14 @@ def _line_of(cell_source: str, text: str) -> int | None:
     return None
 
 
-def _describe_failure(path: Path, nb, index: int, cell, detail: str) -> str:
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _describe_failure(path: Path, nb, index: int, detail: str) -> str:
+    cell = nb.cells[index]
     line = _line_of(cell.source, path.read_text())
-    where = f"{path.relative_to(ROOT)}:{line}" if line else str(path.relative_to(ROOT))
+    where = f"{_shown(path)}:{line}" if line else _shown(path)
     code_index = sum(1 for c in nb.cells[: index + 1] if c.cell_type == "code")
     return (
         f"tutorial {path.name} failed in code cell {code_index} (cell {index + 1} of "
@@ -67,16 +72,24 @@ def _describe_failure(path: Path, nb, index: int, cell, detail: str) -> str:
     )
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_tutorial_runs(path: Path, tmp_path: Path, capsys, request) -> None:
+class TutorialFailed(Exception):
+    """A notebook raised, ran out of time or lost its kernel; the message names the cell."""
+
+
+def run_notebook(path: Path, cwd: Path, limit_s: float = NOTEBOOK_LIMIT_S) -> float:
+    """Executes a jupytext notebook top to bottom; returns its run time in seconds.
+
+    Raises:
+        TutorialFailed: naming the cell that raised or was running when time ran out.
+    """
     nb = jupytext.read(path)
-    deadline = time.monotonic() + NOTEBOOK_LIMIT_S
+    deadline = time.monotonic() + limit_s
     running: dict[str, int] = {}
     client = NotebookClient(
         nb,
         kernel_name="python3",  # ipykernel's spec; "python" there means sys.executable
         timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
-        resources={"metadata": {"path": str(tmp_path)}},  # the working directory
+        resources={"metadata": {"path": str(cwd)}},  # the kernel's working directory
         on_cell_execute=lambda cell, cell_index: running.update(index=cell_index),
     )
     start = time.perf_counter()
@@ -87,19 +100,67 @@ def test_tutorial_runs(path: Path, tmp_path: Path, capsys, request) -> None:
         if isinstance(err, CellExecutionError):
             detail = f"{err.ename}: {err.evalue}\n\n{_strip_ansi(err.traceback)}"
         elif isinstance(err, CellTimeoutError):
-            detail = f"the notebook ran past its limit of {NOTEBOOK_LIMIT_S} s ({elapsed:.0f} s)."
+            detail = f"the notebook ran past its limit of {limit_s:g} s ({elapsed:.0f} s)."
         else:
             detail = f"the kernel died after {elapsed:.0f} s: {err}"
         if "index" not in running:
-            pytest.fail(f"tutorial {path.name} failed before its first cell: {detail}", False)
-        index = running["index"]
-        pytest.fail(_describe_failure(path, nb, index, nb.cells[index], detail), pytrace=False)
-    elapsed = time.perf_counter() - start
+            message = f"tutorial {path.name} failed before its first cell: {detail}"
+            raise TutorialFailed(message) from None
+        raise TutorialFailed(_describe_failure(path, nb, running["index"], detail)) from None
+    return time.perf_counter() - start
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_tutorial_runs(path: Path, tmp_path: Path, capsys, request) -> None:
+    try:
+        elapsed = run_notebook(path, tmp_path)
+    except TutorialFailed as failure:
+        pytest.fail(str(failure), pytrace=False)
     times = request.config.cache.get("tutorials/runtimes", {})
     times[path.name] = round(elapsed, 1)
     request.config.cache.set("tutorials/runtimes", times)
     with capsys.disabled():
         print(f"\n  {path.name}: {elapsed:.1f} s", end=" ")
+
+
+HEADER = """# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+"""
+
+
+def test_harness_names_the_failing_cell_and_passes_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "99_broken.py"
+    path.write_text(
+        HEADER + "\n# %% [markdown]\n# # Broken\n\n# %%\nimport os\n"
+        f"assert os.environ['{SMALL}'] == '1'\n"
+        "import matplotlib\nassert matplotlib.get_backend().lower() == 'agg'\n"
+        "import captum_layerinf\n\n# %%\nvalue = 1 / 0\n"
+    )
+    with pytest.raises(TutorialFailed) as failure:
+        run_notebook(path, tmp_path)
+    message = str(failure.value)
+    assert "code cell 2 (cell 3 of 3)" in message
+    line = path.read_text().splitlines().index("value = 1 / 0") + 1
+    assert f"{path}:{line}:" in message and "ZeroDivisionError" in message
+
+
+def test_harness_stops_a_notebook_past_its_limit(tmp_path: Path) -> None:
+    path = tmp_path / "98_slow.py"
+    path.write_text(HEADER + "\n# %%\nimport time\n\n# %%\ntime.sleep(60)\n")
+    start = time.monotonic()
+    with pytest.raises(TutorialFailed, match="ran past its limit of 3 s") as failure:
+        run_notebook(path, tmp_path, limit_s=3)
+    assert "code cell 2" in str(failure.value) and "time.sleep(60)" in str(failure.value)
+    assert time.monotonic() - start < 50
 
 
 def _strip_ansi(text: str) -> str:

@@ -72,8 +72,9 @@ torch.set_num_threads(1)
 #
 # Three scikit-image photos, resized so that their shorter side is `SIZE`. The object is
 # found by `GrabCutSegmenter`: OpenCV's GrabCut started from a centred box. It separates
-# by colour, so it is a convenience, not ground truth: for real experiments supply your
-# own masks (any `[H, W]` tensor, nonzero = object).
+# by colour, so it is a convenience, not ground truth: when it finds nothing it warns and
+# returns its box, and it loses thin parts. For real experiments supply your own masks
+# (any `[H, W]` tensor, nonzero = object).
 
 
 # %%
@@ -215,7 +216,9 @@ plt.show()
 # %% [markdown]
 # At strength 0 the image is returned unchanged (distance constant over steps). With
 # more texture and more steps the object's Gram statistics approach the texture's:
-# the distance falls along each row and from row to row.
+# the distance falls along each row and from row to row. At intermediate strengths it
+# levels off where the texture term and the object's own content balance: that balance,
+# not the number of steps, sets how much of the object survives.
 
 # %%
 assert torch.equal(sweep.images[0, -1], cat)  # 0 % texture: the input itself
