@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -116,9 +115,11 @@ def test_tutorial_runs(path: Path, tmp_path: Path, capsys, request) -> None:
         elapsed = run_notebook(path, tmp_path)
     except TutorialFailed as failure:
         pytest.fail(str(failure), pytrace=False)
-    times = request.config.cache.get("tutorials/runtimes", {})
-    times[path.name] = round(elapsed, 1)
-    request.config.cache.set("tutorials/runtimes", times)
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    if cache is not None:
+        times = cache.get("tutorials/runtimes", {})
+        times[path.name] = round(elapsed, 1)
+        cache.set("tutorials/runtimes", times)
     with capsys.disabled():
         print(f"\n  {path.name}: {elapsed:.1f} s", end=" ")
 
@@ -209,7 +210,3 @@ def test_no_notebook_with_outputs_is_committed() -> None:
         " Keep the jupytext .py source only (jupytext --to py:percent NAME.ipynb), "
         "and `git rm --cached` the .ipynb."
     )
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
