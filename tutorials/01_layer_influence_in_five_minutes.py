@@ -236,7 +236,8 @@ for k in range(N_TEST):
     )
 
 # %%
-fig, axes = plt.subplots(1, N_TEST, figsize=(3 * N_TEST, 2.9))
+n_show = min(N_TEST, 4)
+fig, axes = plt.subplots(1, n_show, figsize=(3 * n_show, 2.9))
 for k, ax in enumerate(axes):
     ax.scatter(global_scores[k], compound[k], s=6, alpha=0.6)
     ax.axhline(0, color="gray", lw=0.5)
