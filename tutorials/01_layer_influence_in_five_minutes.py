@@ -34,7 +34,8 @@
 #
 # 1. train a small VGG-style CNN on scikit-learn's 8 x 8 digits (bundled, nothing is
 #    downloaded),
-# 2. find each layer's top proponents of a few test images and look at them,
+# 2. find each layer's strongest proponents and opponents of a few test images and look
+#    at them,
 # 3. compare the **compound** influence (the sum over layers, the paper's Eq. 7) with the
 #    **global** influence through all parameters and the full Hessian (Eq. 5),
 # 4. check that our numbers agree with Captum's own `NaiveInfluenceFunction`.
@@ -268,7 +269,7 @@ plt.show()
 # that of the **summed** training loss, `n` times ours. With `hessian_reg = λ·n` its
 # damped Hessian is `n (H_l + λ I)`, so its scores **times n** are ours.
 #
-# Captum eigendecomposes its Hessian in the model's dtype, which in float32 leaves
+# Captum computes and inverts its Hessian in the model's dtype, which in float32 leaves
 # differences of about 1e-3 (relative). To see the agreement beyond round-off we compare
 # on a float64 copy of the model and the data. Captum loads the model from a checkpoint
 # file, so we save one first.
@@ -326,9 +327,9 @@ for i, name in enumerate(li.layer_names):
 # %% [markdown]
 # ## Where next
 #
-# - Other test images: `show_proponents(1)`; opponents: `li.influence(..., k=5,
-#   proponents=False)`; the training images that influence themselves most (often
-#   ambiguous or mislabelled ones): `li.self_influence()`.
+# - Other test images: `show_top(top, 1, "proponents")`.
+# - The training images that influence themselves most, often ambiguous or mislabelled
+#   ones: `li.self_influence()`, `Tensor [n_layers, n_train]`.
 # - Larger models: `hessian="ekfac"` or `"cg"` instead of `"exact"`, and
 #   `LayerInfluence.check` to measure how close an approximation is — see tutorial 5,
 #   *Choosing a curvature strategy*.
