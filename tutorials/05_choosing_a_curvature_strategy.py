@@ -23,7 +23,7 @@
 # |---|---|---|
 # | `"exact"` | dense block per layer, factorised once | P² memory, P³ time per layer |
 # | `"cg"` | conjugate gradient, exact Hessian-vector products | iterations × passes over the data |
-# | `"lissa"` | Koh & Liang's stochastic Neumann series | depth ≈ 7 · (largest eigenvalue) / λ |
+# | `"lissa"` | Koh & Liang's stochastic Neumann series | depth ≈ 10 · (largest eigenvalue) / λ |
 # | `"ekfac"` | eigenvalue-corrected Kronecker factors (Linear, Conv2d) | two passes; layer width² |
 # | `"identity"` | gradient dot products, no curvature | one pass |
 # | `"tracin"` | gradient dot products summed over training checkpoints | checkpoints × one pass |
@@ -85,9 +85,9 @@ x_test, y_test = test[:N_TEST]
 #
 # Each run includes the constructor and the fit (building or factorising the curvature),
 # as a user would pay it. `damping=0.01` (the default) for all of them; TracIn has no
-# Hessian and ignores it. LiSSA gets a fixed budget of `LISSA_DEPTH` steps per layer (its automatic
-# depth, about `7 · scale / λ`, is thousands of steps here); it warns if that was not
-# enough to converge.
+# Hessian and ignores it. LiSSA gets a fixed budget of `LISSA_DEPTH` steps per layer
+# (its automatic depth, about `7 · scale / λ`, runs to hundreds or thousands of steps
+# per layer at this damping); it warns if the budget was not enough to converge.
 
 # %%
 strategies = {
