@@ -87,10 +87,12 @@ def test_empty_training_set_is_rejected(small):
 
 def test_nan_loss_names_the_examples(small):
     model, x, y = small
+    # Finite weights whose products overflow float32: the logits, then the loss, are not finite.
     bad = type(model)(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 4)).eval()
     bad.load_state_dict(model.state_dict())
     with torch.no_grad():
-        bad[3].bias[0] = float("nan")
+        bad[0].bias.fill_(100.0)
+        bad[3].weight.fill_(3e38)
     with pytest.raises(ValueError, match=r"loss is NaN or infinite for 12 example"):
         LayerInfluence(bad, (x, y)).influence((x[:2], y[:2]))
 
