@@ -79,6 +79,30 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Deletes temporary files left by killed processes (named `.NAME.PID.tmp`)."""
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            pid = int(tmp.name.split(".")[-2])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _checksum(array: np.ndarray) -> str:
     return hashlib.blake2b(
         memoryview(np.ascontiguousarray(array)).cast("B"), digest_size=16
@@ -121,6 +145,7 @@ class ScoreStore:
         (path / "chunks").mkdir(parents=True, exist_ok=True)
         if not (path / MANIFEST).is_file():
             write_json(path / MANIFEST, {"format": FORMAT, **manifest})
+        _remove_stale_temporaries(path / "chunks")
         store = cls(path)
         if store.manifest.get("fingerprint") != manifest["fingerprint"]:
             raise StoreMismatchError(

@@ -28,7 +28,13 @@ from ._distributed import current_shard
 from ._gradients import GradientEngine
 from ._resume import score_chunks
 from ._scoring import BlockGradients, precondition, score_batch
-from .strategies import Block, CurvatureStrategy, FitContext, make_strategy
+from .strategies import (
+    Block,
+    CurvatureStrategy,
+    FitContext,
+    make_strategy,
+    shardable_strategies,
+)
 
 GLOBAL = "<global>"
 
@@ -297,7 +303,7 @@ class LayerInfluence(DataInfluence):
                 raise ValueError(
                     f"hessian={strategy.name!r} cannot be split across processes (it is not "
                     "written as sums over the training set); run it in one process, without "
-                    "torchrun, or use 'exact', 'cg', 'lissa', 'ekfac' or 'identity'."
+                    f"torchrun, or use one of {shardable_strategies()}."
                 )
             ctx = FitContext(
                 model=self.model,

@@ -49,22 +49,26 @@ def build_model(act: type[nn.Module] = nn.Tanh) -> nn.Sequential:
     ).double()
 
 
-def make_problem(n_train: int, n_test: int, seed: int = 0) -> dict:
-    """A seeded model's state and data: `{"state", "train", "test"}`."""
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def make_problem(n_train: int, n_test: int, seed: int = 0, act: str = "tanh") -> dict:
+    """A seeded model's state and data: `{"state", "train", "test", "act"}`."""
     torch.manual_seed(seed)
-    model = build_model().eval()
+    model = build_model(ACTIVATIONS[act]).eval()
     x = torch.rand(n_train + n_test, 1, 8, 8, dtype=torch.float64)
     y = torch.randint(0, 4, (n_train + n_test,))
     return {
         "state": model.state_dict(),
         "train": (x[:n_train], y[:n_train]),
         "test": (x[n_train:], y[n_train:]),
+        "act": act,
     }
 
 
-def save_problem(path: Path, n_train: int, n_test: int, seed: int = 0) -> None:
+def save_problem(path: Path, n_train: int, n_test: int, seed: int = 0, act: str = "tanh") -> None:
     """Saves `make_problem(...)` to `path`."""
-    torch.save(make_problem(n_train, n_test, seed), path)
+    torch.save(make_problem(n_train, n_test, seed, act), path)
 
 
 def load_problem(path: Path) -> tuple[nn.Module, tuple, tuple]:
@@ -74,7 +78,7 @@ def load_problem(path: Path) -> tuple[nn.Module, tuple, tuple]:
 
 def load_problem_from(problem: dict) -> tuple[nn.Module, tuple, tuple]:
     """The model (in eval mode) and data of a problem dict."""
-    model = build_model().eval()
+    model = build_model(ACTIVATIONS[problem["act"]]).eval()
     model.load_state_dict(problem["state"])
     return model, problem["train"], problem["test"]
 

@@ -26,14 +26,14 @@ def _one_thread():
 
 def test_a_killed_run_resumes_to_identical_scores(tmp_path):
     problem, out = tmp_path / "problem.pt", tmp_path / "out"
-    _worker.save_problem(problem, n_train=64, n_test=3)  # 8 chunks of 8
+    _worker.save_problem(problem, n_train=48, n_test=3, act="relu")  # 6 chunks of 8
     log = open(tmp_path / "worker.log", "w")
     cmd = [sys.executable, str(WORKER), str(problem), str(tmp_path / "result.pt")]
     cmd += ["--stored", "exact", "--output-dir", str(out), "--slow", "0.5"]
     proc = subprocess.Popen(cmd, env=env(), stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
-        while len(list(out.glob("exact/*/chunks/*.json"))) < 3:
+        while len(list(out.glob("exact/*/chunks/*.json"))) < 2:
             assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no chunk was written in time"
             time.sleep(0.02)
@@ -45,8 +45,12 @@ def test_a_killed_run_resumes_to_identical_scores(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     (store,) = ScoreStore.find(out / "exact")
     before = {i: r for i, r in enumerate(store.records()) if r is not None}
-    assert 3 <= len(before) < store.n_chunks == 8
+    assert 2 <= len(before) < store.n_chunks == 6
     stamps = {i: (store.path / "chunks" / r["file"]).stat().st_mtime_ns for i, r in before.items()}
+
+    # What a kill in the middle of a write leaves: a temporary file, never a chunk.
+    stale = store.path / "chunks" / f".00005.npy.{proc.pid}.tmp"
+    stale.write_bytes(b"\x93NUMPY half")
 
     model, train, test = _worker.load_problem(problem)
     resumed = _worker.make(model, train, "exact", str(out)).influence(test)
@@ -60,8 +64,9 @@ def test_a_killed_run_resumes_to_identical_scores(tmp_path):
         (store.path / "chunks" / r["file"]).stat().st_mtime_ns == stamps[i]
         for i, r in before.items()
     )
+    assert not stale.exists()
     # The rest computed once, by the rerun, in one run that is not the killed one.
-    new = [after[i] for i in range(8) if i not in before]
+    new = [after[i] for i in range(6) if i not in before]
     assert len({r["run"] for r in new}) == 1
     assert new[0]["run"] not in {r["run"] for r in before.values()}
     assert new[0]["pid"] == os.getpid() and all(r["pid"] == proc.pid for r in before.values())

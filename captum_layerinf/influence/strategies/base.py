@@ -176,6 +176,11 @@ def available_strategies() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def shardable_strategies() -> list[str]:
+    """Names of the strategies that can be split across processes (torch.distributed)."""
+    return [name for name in available_strategies() if _REGISTRY[name].shardable]
+
+
 def make_strategy(hessian: str | Any, damping: float, **overrides: Any) -> CurvatureStrategy:
     """Instantiates a strategy from its name or from an instance of its Settings.
 
