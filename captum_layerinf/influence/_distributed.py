@@ -61,8 +61,10 @@ def current_shard(device: torch.device) -> Shard | None:
 
     Under `torchrun` (environment variable `WORLD_SIZE` > 1) a process group that is not
     yet initialised is started here: "nccl" for a model on a CUDA device, "gloo" otherwise.
+    Every rank must then make the same calls. `CAPTUM_LAYERINF_SHARD=0` keeps each process
+    on its own (e.g. influence on rank 0 only, inside a distributed training script).
     """
-    if not dist.is_available():
+    if not dist.is_available() or os.environ.get("CAPTUM_LAYERINF_SHARD", "1") == "0":
         return None
     if not dist.is_initialized():
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:

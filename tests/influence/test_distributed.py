@@ -78,3 +78,9 @@ def test_strategies_that_cannot_be_sharded_are_refused(monkeypatch, kw, match):
     with pytest.raises(ValueError, match=match), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         li.influence(test)
+
+
+def test_sharding_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("CAPTUM_LAYERINF_SHARD", "0")
+    assert _distributed.current_shard(torch.device("cpu")) is None
