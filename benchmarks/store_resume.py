@@ -8,7 +8,10 @@ N training x M test images, batches of 64 (one chunk each). Timed, each with a f
 - first:   with `output_dir`, nothing on disk (computes and writes every chunk);
 - reread:  the same call again, every chunk on disk (fingerprint + memory-mapped reads);
 - top-k:   `influence(k=5)` with every chunk on disk (merged across chunks);
-- resume:  half of the chunks deleted first (refits the curvature, computes that half).
+- resume:  half of the chunks deleted first (refits the curvature, computes that half);
+- fit:     the curvature fit alone (what a resume pays before its first missing chunk).
+
+A warm-up call runs first (the first torch.func call of a process pays one-off costs).
 
     python benchmarks/store_resume.py                  # 1000 x 50
     python benchmarks/store_resume.py --n-train 300 --n-test 20
@@ -49,6 +52,9 @@ def main() -> None:
     def run(out, **kw):
         return LayerInfluence(model, train, output_dir=out).influence((x, y), **kw)
 
+    # Warm-up: the first torch.func call of a process pays one-off costs.
+    LayerInfluence(model, train).influence((x[:1], y[:1]))
+    _, t_fit = timed(lambda: LayerInfluence(model, train)._fit("layers", False))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "scores"
         plain, t_plain = timed(lambda: run(None))
@@ -72,6 +78,7 @@ def main() -> None:
         ("reread (all on disk)", t_read),
         ("top-5 (all on disk)", t_top),
         ("resume (half missing)", t_resume),
+        ("curvature fit alone", t_fit),
     ]
     for name, t in rows:
         print(f"{name:<32}{t:>10.2f}{t_first / t:>9.1f}x")
