@@ -29,7 +29,7 @@ def test_a_killed_run_resumes_to_identical_scores(tmp_path):
     _worker.save_problem(problem, n_train=48, n_test=3, act="relu")  # 6 chunks of 8
     log = open(tmp_path / "worker.log", "w")
     cmd = [sys.executable, str(WORKER), str(problem), str(tmp_path / "result.pt")]
-    cmd += ["--stored", "exact", "--output-dir", str(out), "--slow", "0.5"]
+    cmd += ["--stored", "exact", "--output-dir", str(out), "--slow", "1.0"]
     proc = subprocess.Popen(cmd, env=env(), stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
