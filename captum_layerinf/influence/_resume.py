@@ -23,7 +23,14 @@ from tqdm.auto import tqdm
 from .._utils.data import split_batch
 from ._distributed import Shard, current_shard
 from ._fingerprint import differing, digest, loader_digest, qualname, settings_digest
-from ._store import ScoreStore, StoreMismatchError, read_json, write_json
+from ._store import (
+    CorruptChunkError,
+    ScoreStore,
+    StoreMismatchError,
+    atomic_write,
+    read_json,
+    write_json,
+)
 from .strategies import CurvatureStrategy, FitContext, make_strategy
 
 if TYPE_CHECKING:
@@ -199,6 +206,34 @@ def _computed(
         start = time.perf_counter()
 
 
+def _fit_or_restore(
+    li: LayerInfluence,
+    which: str,
+    store: ScoreStore | None,
+    shard: Shard | None,
+    show_progress: bool,
+) -> tuple[CurvatureStrategy, FitContext]:
+    """Fits the curvature, or restores it from the store's curvature file of this run."""
+    if store is None or which in li._fitted:
+        return li._fit(which, show_progress)
+    path = store.path.parent / f"curvature-{store.manifest['kind']}.pt"
+    exists = path.is_file() if shard is None else shard.broadcast(path.is_file())
+    if exists:
+        try:
+            state = torch.load(path, map_location=li.device, weights_only=True)
+        except Exception as e:
+            raise CorruptChunkError(
+                f"the curvature file {path} is unreadable ({type(e).__name__}). Delete it and "
+                "rerun: the curvature is refitted."
+            ) from e
+        return li._fit(which, show_progress, state=state)
+    strategy, ctx = li._fit(which, show_progress)
+    state = strategy.export()
+    if state is not None and (shard is None or shard.rank == 0):
+        atomic_write(path, lambda f: torch.save(state, f))
+    return strategy, ctx
+
+
 def score_chunks(
     li: LayerInfluence, which: str, test_loader: DataLoader, show_progress: bool
 ) -> Iterator[Tensor]:
@@ -220,7 +255,7 @@ def score_chunks(
         missing = shard.broadcast(missing)
     local: dict[int, Tensor] = {}
     if missing:
-        strategy, ctx = li._fit(which, show_progress)
+        strategy, ctx = _fit_or_restore(li, which, store, shard, show_progress)
         wanted = [i for i in missing if shard is None or shard.owns(i)]
         run = uuid.uuid4().hex
         rank = 0 if shard is None else shard.rank

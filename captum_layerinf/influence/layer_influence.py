@@ -294,7 +294,13 @@ class LayerInfluence(DataInfluence):
     def _n_train(self) -> int:
         return sum(len(y) for *_, y in self.train_dataloader)
 
-    def _fit(self, which: str, show_progress: bool) -> tuple[CurvatureStrategy, FitContext]:
+    def _fit(
+        self, which: str, show_progress: bool, state: dict | None = None
+    ) -> tuple[CurvatureStrategy, FitContext]:
+        """The strategy of `which` ("layers" or GLOBAL) and its context, fitted once.
+
+        With `state` (a strategy's `export()`), the fit is restored instead of computed.
+        """
         if which not in self._fitted:
             check_finite_weights(self.model)
             strategy = make_strategy(self.hessian, self.damping, **self._strategy_args)
@@ -317,7 +323,10 @@ class LayerInfluence(DataInfluence):
                 shard=shard,
                 example_shapes=self._example_shapes,
             )
-            strategy.fit(ctx, self._blocks(which))
+            if state is None:
+                strategy.fit(ctx, self._blocks(which))
+            else:
+                strategy.restore(ctx, self._blocks(which), state)
             self._fitted[which] = (strategy, ctx)
         strategy, ctx = self._fitted[which]
         ctx.show_progress = show_progress

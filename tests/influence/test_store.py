@@ -15,6 +15,7 @@ from captum_layerinf.influence import (
     StoreMismatchError,
     _store,
 )
+from captum_layerinf.influence.strategies import ExactStrategy
 
 from ._worker import build_model
 
@@ -198,3 +199,25 @@ def test_tracin_scores_are_stored_too(problem, tmp_path):
     assert torch.allclose(li.influence(test), ref, rtol=1e-12)
     (store,) = ScoreStore.find(tmp_path)
     assert store.missing() == []
+
+
+def test_a_resumed_run_restores_the_exact_curvature_instead_of_fitting(
+    problem, reference, tmp_path, monkeypatch
+):
+    model, train, test = problem
+    make(model, train, tmp_path).influence(test)
+    assert (tmp_path / "curvature-layers.pt").is_file()
+    (store,) = ScoreStore.find(tmp_path)
+    for suffix in (".json", ".npy"):
+        (store.path / "chunks" / f"00002{suffix}").unlink()
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the stored curvature must be restored, not refitted")
+
+    monkeypatch.setattr(ExactStrategy, "fit", no_fit)
+    assert torch.equal(make(model, train, tmp_path).influence(test), reference)
+    assert store.missing() == []
+    (tmp_path / "curvature-layers.pt").write_bytes(b"garbage")
+    (store.path / "chunks" / "00002.json").unlink()
+    with pytest.raises(CorruptChunkError, match=r"curvature-layers.pt is unreadable.*Delete it"):
+        make(model, train, tmp_path).influence(test)

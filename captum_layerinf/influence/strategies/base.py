@@ -159,6 +159,17 @@ class CurvatureStrategy(ABC):
         """Self-influence `Tensor [n_blocks, n]` (delegating strategies only)."""
         raise NotImplementedError(f"strategy {self.name!r} does not compute scores itself.")
 
+    def export(self) -> dict[str, Any] | None:
+        """The fitted state as tensors and plain values, or None (cannot be restored).
+
+        The score store keeps it, so that a resumed run restores it instead of fitting.
+        """
+        return None
+
+    def restore(self, ctx: FitContext, blocks: list[Block], state: dict[str, Any]) -> None:
+        """Takes the place of `fit` with a state returned by `export`."""
+        raise NotImplementedError(f"strategy {self.name!r} cannot restore a fitted state.")
+
 
 _REGISTRY: dict[str, type[CurvatureStrategy]] = {}
 

@@ -148,6 +148,24 @@ class ExactStrategy(CurvatureStrategy):
                 "damping > 0 (e.g. the weight decay used in training, or 1e-3)."
             )
 
+    def export(self) -> dict:
+        """The factorised blocks and the method of each (see `CurvatureStrategy.export`)."""
+        return {
+            "method": list(self.method),
+            "residual": list(self.residual),
+            "factors": [list(f) for f in self._factors],
+        }
+
+    def restore(self, ctx: FitContext, blocks: list[Block], state: dict) -> None:
+        """Takes the factorised blocks of `export` instead of fitting."""
+        if len(state["factors"]) != len(blocks):
+            raise ValueError(
+                f"the saved state has {len(state['factors'])} blocks, not {len(blocks)}."
+            )
+        self.blocks = blocks
+        self.method, self.residual = list(state["method"]), list(state["residual"])
+        self._factors = [(f[0], *(t.to(ctx.device) for t in f[1:])) for f in state["factors"]]
+
     def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
         """Solves `(H_b + damping I) x = v` for every row v of `vectors`, in float64."""
         kind, *factor = self._factors[block]
