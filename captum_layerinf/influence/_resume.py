@@ -162,7 +162,7 @@ def open_store(
         ScoreStore.create(path, manifest)
     if shard is not None:
         shard.barrier()
-    return ScoreStore.create(path, manifest)
+    return ScoreStore.create(path, manifest, clean=False)
 
 
 def _select(ctx: FitContext, wanted: list[int]) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:

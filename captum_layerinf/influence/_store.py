@@ -135,8 +135,13 @@ class ScoreStore:
         self.layers: list[str] = self.manifest["layers"]
 
     @classmethod
-    def create(cls, path: str | os.PathLike, manifest: dict[str, Any]) -> ScoreStore:
+    def create(
+        cls, path: str | os.PathLike, manifest: dict[str, Any], clean: bool = True
+    ) -> ScoreStore:
         """Opens the score set at `path`, writing its manifest first if it has none.
+
+        With `clean`, temporary files of killed writers are deleted (one process only:
+        under torch.distributed, rank 0 before the others start writing).
 
         Raises:
             StoreMismatchError: The directory holds a score set with another fingerprint.
@@ -145,7 +150,8 @@ class ScoreStore:
         (path / "chunks").mkdir(parents=True, exist_ok=True)
         if not (path / MANIFEST).is_file():
             write_json(path / MANIFEST, {"format": FORMAT, **manifest})
-        _remove_stale_temporaries(path / "chunks")
+        if clean:
+            _remove_stale_temporaries(path / "chunks")
         store = cls(path)
         if store.manifest.get("fingerprint") != manifest["fingerprint"]:
             raise StoreMismatchError(
