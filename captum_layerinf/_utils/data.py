@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from numbers import Number
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
@@ -48,7 +50,30 @@ def as_dataloader(data: Any, batch_size: int, what: str) -> DataLoader:
         )
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
+    _check_first_item(data, what)
     return DataLoader(data, batch_size=batch_size, shuffle=False)
+
+
+def _check_first_item(data: Dataset, what: str) -> None:
+    """Fails early, with the fix, when a map-style dataset's items cannot be batched."""
+    try:
+        if len(data) == 0:  # type: ignore[arg-type]
+            return
+        item = data[0]
+    except (TypeError, NotImplementedError):
+        return  # an iterable-style dataset: its batches are checked as they come
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise TypeError(
+            f"`{what}`[0] is a {type(item).__name__}; each item must be a tuple "
+            "`(*inputs, label)` with the label last."
+        )
+    bad = [type(v).__name__ for v in item if not isinstance(v, (Tensor, np.ndarray, Number))]
+    if bad:
+        raise TypeError(
+            f"`{what}`[0] holds {', '.join(bad)}: every element of an item must be a tensor "
+            "(a number is fine for the label). Convert images first, e.g. with "
+            "torchvision.transforms.v2.Compose([ToImage(), ToDtype(torch.float32, scale=True)])."
+        )
 
 
 def iter_batches(

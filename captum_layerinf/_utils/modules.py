@@ -126,5 +126,28 @@ def evaluation_state(model: nn.Module) -> Iterator[None]:
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter (CPU for a model without parameters)."""
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
+    """Device of the model's parameters (CPU for a model without parameters).
+
+    Raises:
+        ValueError: The parameters are spread over several devices.
+    """
+    devices = list(dict.fromkeys(p.device for p in model.parameters()))
+    if len(devices) > 1:
+        raise ValueError(
+            f"the model's parameters are on several devices ({', '.join(map(str, devices))}); "
+            "move the whole model to one device with model.to(device). The data is moved "
+            "to the model's device."
+        )
+    return devices[0] if devices else torch.device("cpu")
+
+
+def check_finite_weights(model: nn.Module) -> None:
+    """Raises when a parameter or floating-point buffer holds NaN or infinite values."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    for name, t in named:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ValueError(
+                f"the model's {name!r} contains NaN or infinite values; influence needs finite "
+                "weights. Load a checkpoint from before training diverged (or lower the "
+                "learning rate)."
+            )

@@ -1,6 +1,7 @@
 """Layer-wise influence: `LayerInfluence` and its curvature strategies."""
 
 from ._check import FidelityReport
+from ._store import CorruptChunkError, ScoreStore, StoreMismatchError
 from .layer_influence import LayerInfluence
 from .strategies import (
     CaptumSettings,
@@ -17,12 +18,15 @@ from .strategies import (
 __all__ = [
     "CGSettings",
     "CaptumSettings",
+    "CorruptChunkError",
     "EKFACSettings",
     "ExactSettings",
     "FidelityReport",
     "IdentitySettings",
     "LayerInfluence",
     "LiSSASettings",
+    "ScoreStore",
+    "StoreMismatchError",
     "TracInSettings",
     "available_strategies",
     "register_strategy",

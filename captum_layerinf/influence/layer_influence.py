@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from .._utils.data import as_dataloader, iter_batches
 from .._utils.losses import ExampleLoss
 from .._utils.modules import (
+    check_finite_weights,
     evaluation_state,
     layer_parameter_names,
     model_device,
@@ -21,9 +24,17 @@ from .._utils.modules import (
 )
 from ._check import FidelityReport, check_fidelity
 from ._collect import ScoreCollector
+from ._distributed import current_shard
 from ._gradients import GradientEngine
+from ._resume import score_chunks
 from ._scoring import BlockGradients, precondition, score_batch
-from .strategies import Block, CurvatureStrategy, FitContext, make_strategy
+from .strategies import (
+    Block,
+    CurvatureStrategy,
+    FitContext,
+    make_strategy,
+    shardable_strategies,
+)
 
 GLOBAL = "<global>"
 
@@ -59,6 +70,10 @@ class LayerInfluence(DataInfluence):
         damping: λ added to every Hessian block. For a model trained with L2 weight decay
             `wd` on the mean loss, `damping=wd` is the exact choice.
         batch_size: Batch size used to iterate over Datasets.
+        output_dir: If set, scores are kept there in chunks (one per training batch) with a
+            manifest, the run's arguments and a fingerprint of model, data and settings; a
+            rerun computes only missing chunks, and reads everything when all are there.
+            Another run's directory is refused. See `ScoreStore`.
         checkpoints: For `hessian="tracin"`: checkpoint paths or state dicts, c = 1..C.
         checkpoints_load_func: For "tracin": `f(model, checkpoint)` loading one checkpoint
             into the model; default `torch.load(path, weights_only=True)` + `load_state_dict`.
@@ -84,6 +99,7 @@ class LayerInfluence(DataInfluence):
         hessian: str | Any = "exact",
         damping: float = 1e-2,
         batch_size: int = 64,
+        output_dir: str | os.PathLike | None = None,
         checkpoints: Sequence[Any] | None = None,
         checkpoints_load_func: Any | None = None,
         learning_rates: Sequence[float] | None = None,
@@ -101,6 +117,13 @@ class LayerInfluence(DataInfluence):
         if query_rank is not None and (not isinstance(query_rank, int) or query_rank < 1):
             raise ValueError(f"query_rank must be a positive int or None; got {query_rank!r}.")
         self.query_rank = query_rank
+        if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
+            raise NotADirectoryError(
+                f"output_dir {os.fspath(output_dir)!r} is a file; pass a directory (it is "
+                "created if missing)."
+            )
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self._store_key: tuple[dict[str, str], list[int]] | None = None
         given = {
             "checkpoints": checkpoints,
             "checkpoints_load_func": checkpoints_load_func,
@@ -112,9 +135,11 @@ class LayerInfluence(DataInfluence):
         self.train_dataloader = as_dataloader(train_dataset, batch_size, "train_dataset")
         self.loss = ExampleLoss(loss_fn)
         self.device = model_device(model)
+        check_finite_weights(model)
         with evaluation_state(model):
             inputs, _ = next(iter_batches(self.train_dataloader, self.device, "train_dataset"))
             self.layer_names = resolve_layers(model, layers, inputs)
+        self._example_shapes = [tuple(x.shape[1:]) for x in inputs]
         self._fitted: dict[str, tuple[CurvatureStrategy, FitContext]] = {}
 
     # ---------------------------------------------------------------- public API
@@ -269,8 +294,23 @@ class LayerInfluence(DataInfluence):
     def _n_train(self) -> int:
         return sum(len(y) for *_, y in self.train_dataloader)
 
-    def _fit(self, which: str, show_progress: bool) -> tuple[CurvatureStrategy, FitContext]:
+    def _fit(
+        self, which: str, show_progress: bool, state: dict | None = None
+    ) -> tuple[CurvatureStrategy, FitContext]:
+        """The strategy of `which` ("layers" or GLOBAL) and its context, fitted once.
+
+        With `state` (a strategy's `export()`), the fit is restored instead of computed.
+        """
         if which not in self._fitted:
+            check_finite_weights(self.model)
+            strategy = make_strategy(self.hessian, self.damping, **self._strategy_args)
+            shard = current_shard(self.device)
+            if shard is not None and not strategy.shardable:
+                raise ValueError(
+                    f"hessian={strategy.name!r} cannot be split across processes (it is not "
+                    "written as sums over the training set); run it in one process, without "
+                    f"torchrun, or use one of {shardable_strategies()}."
+                )
             ctx = FitContext(
                 model=self.model,
                 loss=self.loss,
@@ -280,9 +320,13 @@ class LayerInfluence(DataInfluence):
                 damping=self.damping,
                 device=self.device,
                 show_progress=show_progress,
+                shard=shard,
+                example_shapes=self._example_shapes,
             )
-            strategy = make_strategy(self.hessian, self.damping, **self._strategy_args)
-            strategy.fit(ctx, self._blocks(which))
+            if state is None:
+                strategy.fit(ctx, self._blocks(which))
+            else:
+                strategy.restore(ctx, self._blocks(which), state)
             self._fitted[which] = (strategy, ctx)
         strategy, ctx = self._fitted[which]
         ctx.show_progress = show_progress
@@ -298,7 +342,11 @@ class LayerInfluence(DataInfluence):
         test_loader: DataLoader,
         train_batches: Iterable[tuple[tuple[Tensor, ...], Tensor]],
     ) -> Iterator[Tensor]:
-        """Yields scores `Tensor [n_blocks, n_test, B]` (float64) per training batch."""
+        """Scores `Tensor [n_blocks, n_test, B]` (float64) per training batch.
+
+        The test side is preconditioned at the call (on every rank alike), the training
+        batches are scored as the iterator is consumed.
+        """
         source = self._source(strategy, ctx)
         queries = precondition(
             source,
@@ -306,8 +354,18 @@ class LayerInfluence(DataInfluence):
             strategy.inverse_hvp,
             self.query_rank,
         )
-        for x, y in train_batches:
-            yield score_batch(source, queries, x, y)
+        return (score_batch(source, queries, x, y) for x, y in train_batches)
+
+    def _chunks(self, which: str, test_loader: DataLoader, show_progress: bool) -> Iterator[Tensor]:
+        """Score chunks `[n_blocks, n_test, B]` in training order."""
+        if self.output_dir is not None or current_shard(self.device) is not None:
+            yield from score_chunks(self, which, test_loader, show_progress)
+            return
+        strategy, ctx = self._fit(which, show_progress)
+        if strategy.delegates_scoring:
+            yield strategy.scores(ctx, test_loader)
+        else:
+            yield from self._score_batches(strategy, ctx, test_loader, ctx.batches("influence"))
 
     def _run(
         self,
@@ -323,15 +381,8 @@ class LayerInfluence(DataInfluence):
         test_loader = as_dataloader(inputs, self.batch_size, "inputs")
         collector = ScoreCollector(k, proponents)
         with evaluation_state(self.model):
-            strategy, ctx = self._fit(which, show_progress)
-            if strategy.delegates_scoring:
-                scores = strategy.scores(ctx, test_loader)
-                collector.add(scores.sum(0) if reduce_blocks else scores)
-            else:
-                for chunk in self._score_batches(
-                    strategy, ctx, test_loader, ctx.batches("influence")
-                ):
-                    collector.add(chunk.sum(0) if reduce_blocks else chunk)
+            for chunk in self._chunks(which, test_loader, show_progress):
+                collector.add(chunk.sum(0) if reduce_blocks else chunk)
         result = collector.result()
         if isinstance(result, Tensor):
             return result.to(self._dtype)

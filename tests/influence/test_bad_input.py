@@ -87,10 +87,12 @@ def test_empty_training_set_is_rejected(small):
 
 def test_nan_loss_names_the_examples(small):
     model, x, y = small
+    # Finite weights whose products overflow float32: the logits, then the loss, are not finite.
     bad = type(model)(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 4)).eval()
     bad.load_state_dict(model.state_dict())
     with torch.no_grad():
-        bad[3].bias[0] = float("nan")
+        bad[0].bias.fill_(100.0)
+        bad[3].weight.fill_(3e38)
     with pytest.raises(ValueError, match=r"loss is NaN or infinite for 12 example"):
         LayerInfluence(bad, (x, y)).influence((x[:2], y[:2]))
 
@@ -184,3 +186,121 @@ def test_state_is_restored_when_an_exception_is_raised(small):
     finally:
         model[0].requires_grad_(True)
         model.eval()
+
+
+# ------------------------------------------------------------------ more bad input
+
+
+class _PILDataset(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return Image.new("L", (8, 8)), i % 4
+
+
+def test_non_tensor_dataset_items_are_rejected_with_the_fix(small):
+    model, _, _ = small
+    with pytest.raises(TypeError, match=r"`train_dataset`\[0\] holds Image.*ToImage\(\)"):
+        LayerInfluence(model, _PILDataset())
+
+
+def test_test_inputs_shaped_unlike_the_training_inputs_are_explained(small):
+    model, x, y = small
+    li = LayerInfluence(model, (x, y))
+    with pytest.raises(ValueError, match=r"shape \[\(1, 9, 9\)\].*training examples have shape"):
+        li.influence((torch.rand(2, 1, 9, 9), y[:2]))
+
+
+def test_model_output_that_is_not_2d_is_rejected(small):
+    model, x, y = small
+    three_d = nn.Sequential(model, nn.Unflatten(1, (4, 1))).eval()
+    with pytest.raises(ValueError, match=r"logits of shape \[batch, classes\]; got \(12, 4, 1\)"):
+        LayerInfluence(three_d, (x, y), layers=["0.0"]).influence((x[:2], y[:2]))
+
+
+def test_infinite_test_inputs_are_rejected(small):
+    model, x, y = small
+    xi = x[:2].clone()
+    xi[1, 0, 2, 2] = float("inf")
+    with pytest.raises(ValueError, match="`inputs`: input 0 contains NaN or infinite values"):
+        LayerInfluence(model, (x, y)).influence((xi, y[:2]))
+
+
+def test_nan_weights_are_named(small):
+    model, x, y = small
+    bad = type(model)(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 4)).eval()
+    bad.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        bad[3].bias[0] = float("nan")
+    with pytest.raises(ValueError, match=r"'3.bias' contains NaN or infinite values.*checkpoint"):
+        LayerInfluence(bad, (x, y))
+
+
+def test_singular_block_with_zero_damping_asks_for_damping(small):
+    model, x, y = small
+    # 12 examples x 3 non-trivial logit directions < 292 parameters: a singular block.
+    li = LayerInfluence(model, (x, y), layers=["3"], damping=0.0)
+    with pytest.raises(ValueError, match=r"'3' is singular \(numerical rank \d+ of 292\).*> 0"):
+        li.influence((x[:2], y[:2]))
+
+
+def test_empty_test_set_is_rejected(small):
+    model, x, y = small
+    with pytest.raises(ValueError, match="`inputs` is empty"):
+        LayerInfluence(model, (x, y)).influence((x[:0], y[:0]))
+
+
+def test_model_spread_over_devices_is_rejected(small):
+    model, x, y = small
+    split = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 4))
+    split[3].to("meta")
+    with pytest.raises(ValueError, match=r"several devices \(cpu, meta\).*model.to\(device\)"):
+        LayerInfluence(split, (x, y))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_data_on_another_device_is_moved_to_the_model(small):
+    model, x, y = small
+    ref = LayerInfluence(model, (x, y)).influence((x[:2], y[:2]))
+    gpu = LayerInfluence(model.cuda(), (x, y)).influence((x[:2], y[:2]))
+    model.cpu()
+    assert gpu.device.type == "cuda"
+    assert torch.allclose(gpu.cpu(), ref, rtol=1e-3, atol=1e-5)
+
+
+def test_training_mode_is_evaluated_in_eval_mode_and_restored():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3),
+        nn.BatchNorm2d(2),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Flatten(),
+        nn.Linear(72, 4),
+    ).double()
+    x, y = torch.rand(10, 1, 8, 8, dtype=torch.float64), torch.arange(10) % 4
+    model.train()
+    model(x)  # running statistics that differ from the batch's
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.warns(UserWarning, match="training mode; influence is computed in eval mode"):
+        trained = LayerInfluence(model, (x, y)).influence((x[:2], y[:2]))
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    expected = LayerInfluence(model.eval(), (x, y)).influence((x[:2], y[:2]))
+    assert torch.equal(trained, expected)
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5])
+def test_k_must_be_a_positive_int(small, k):
+    model, x, y = small
+    with pytest.raises(ValueError, match="k must be a positive int or None"):
+        LayerInfluence(model, (x, y)).influence((x[:2], y[:2]), k=k)
+
+
+def test_negative_damping_is_rejected(small):
+    model, x, y = small
+    with pytest.raises(ValueError, match=r"damping must be a number >= 0; got -0.1"):
+        LayerInfluence(model, (x, y), damping=-0.1)

@@ -7,6 +7,7 @@ from .base import (
     available_strategies,
     make_strategy,
     register_strategy,
+    shardable_strategies,
 )
 from .captum_naive import CaptumSettings, CaptumStrategy
 from .cg import CGSettings, CGStrategy
@@ -38,4 +39,5 @@ __all__ = [
     "load_checkpoint",
     "make_strategy",
     "register_strategy",
+    "shardable_strategies",
 ]

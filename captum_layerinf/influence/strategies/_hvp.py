@@ -39,11 +39,12 @@ class BlockHessian:
         return hv.double() / len(labels)
 
     def __call__(self, vectors: Tensor) -> Tensor:
-        """`(H_b + λ I) V` over the whole training set, float64."""
+        """`(H_b + λ I) V` over the whole training set, float64 (summed over ranks)."""
         total = torch.zeros_like(vectors, dtype=torch.float64)
-        for inputs, labels in self.batches():
+        for inputs, labels in self.ctx.own_batches():
             hv = self.ctx.engine.hvp(inputs, labels, self.names, vectors, self.chunk_size)
             total += hv.double()
+        total = self.ctx.all_reduce(total)
         return total / self.ctx.n_train + self.ctx.damping * vectors.double()
 
     def largest_eigenvalue(self, iterations: int, seed: int) -> float:

@@ -6,7 +6,7 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +16,9 @@ from tqdm.auto import tqdm
 from ..._utils.data import iter_batches
 from ..._utils.losses import ExampleLoss
 from .._gradients import GradientEngine
+
+if TYPE_CHECKING:
+    from .._distributed import Shard
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,36 @@ class FitContext:
     damping: float
     device: torch.device
     show_progress: bool
+    shard: Shard | None = None
+    """Under torch.distributed: this rank's share. `batches`, `own_batches` and
+    `check_count` then cover this rank's training batches only; sums over the training
+    set must go through `all_reduce`."""
+    example_shapes: list[tuple[int, ...]] | None = None
+    """Per-example shapes of the training inputs, to explain a failing forward pass."""
 
     def batches(self, desc: str) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
-        """One pass over the training set, with validated `(inputs, labels)` batches."""
-        return self.checked(self.train_loader, "train_dataset", desc)
+        """One pass over (this rank's share of) the training set, batches validated."""
+        return self.checked(self.train_loader, "train_dataset", desc, own=True)
+
+    def own_batches(self) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
+        """This rank's training batches on the device, not validated (already done by fit)."""
+        for i, batch in enumerate(iter_batches(self.train_loader, self.device, "train_dataset")):
+            if self.shard is None or self.shard.owns(i):
+                yield batch
+
+    def first_batch(self) -> tuple[tuple[Tensor, ...], Tensor]:
+        """The first training batch (the same on every rank), validated."""
+        return next(self.checked(self.train_loader, "train_dataset", "first batch"))
+
+    def all_reduce(self, tensor: Tensor, op: str = "sum") -> Tensor:
+        """Sums (or maximises) a tensor over the ranks; unchanged in a single process."""
+        return tensor if self.shard is None else self.shard.all_reduce(tensor, op)
 
     def check_count(self, seen: int) -> None:
         """Raises if a pass over the training set yielded another number of examples."""
+        if self.shard is not None:
+            total = torch.tensor([seen], dtype=torch.float64, device=self.device)
+            seen = int(self.all_reduce(total).item())
         if seen != self.n_train:
             raise RuntimeError(
                 f"the training set yielded {seen} examples, expected {self.n_train}."
@@ -66,15 +92,34 @@ class FitContext:
         )
 
     def checked(
-        self, loader: DataLoader, what: str, desc: str
+        self, loader: DataLoader, what: str, desc: str, own: bool = False
     ) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
-        """Batches of `loader` on the model's device, labels and losses validated."""
+        """Batches of `loader` on the model's device, labels and losses validated.
+
+        With `own`, only this rank's batches (all of them in a single process).
+        """
         bar = tqdm(total=len(loader), desc=desc, disable=not self.show_progress, leave=False)
         with bar:
-            for inputs, labels in iter_batches(loader, self.device, what):
-                self.engine.outputs(inputs, labels, what)
-                yield inputs, labels
+            for i, (inputs, labels) in enumerate(iter_batches(loader, self.device, what)):
                 bar.update()
+                if own and self.shard is not None and not self.shard.owns(i):
+                    continue
+                self.validate_batch(inputs, labels, what)
+                yield inputs, labels
+
+    def validate_batch(self, inputs: tuple[Tensor, ...], labels: Tensor, what: str) -> None:
+        """Runs the model on a batch, checking labels and losses; explains shape errors."""
+        try:
+            self.engine.outputs(inputs, labels, what)
+        except RuntimeError as e:
+            shapes = [tuple(x.shape[1:]) for x in inputs]
+            if self.example_shapes is not None and shapes != self.example_shapes:
+                raise ValueError(
+                    f"`{what}`: the model failed on examples of shape {shapes} (without the "
+                    f"batch dimension); the training examples have shape {self.example_shapes}. "
+                    "Test and training inputs must be prepared the same way (size, channels)."
+                ) from e
+            raise
 
 
 class CurvatureStrategy(ABC):
@@ -89,6 +134,9 @@ class CurvatureStrategy(ABC):
     name: ClassVar[str]
     Settings: ClassVar[type]
     delegates_scoring: ClassVar[bool] = False
+    shardable: ClassVar[bool] = False
+    """Whether `fit` is correct under torch.distributed with a sharded `FitContext`
+    (sums over the training set all-reduced); others raise an error there."""
 
     def __init__(self, settings: Any, damping: float) -> None:
         self.settings = settings
@@ -111,6 +159,17 @@ class CurvatureStrategy(ABC):
         """Self-influence `Tensor [n_blocks, n]` (delegating strategies only)."""
         raise NotImplementedError(f"strategy {self.name!r} does not compute scores itself.")
 
+    def export(self) -> dict[str, Any] | None:
+        """The fitted state as tensors and plain values, or None (cannot be restored).
+
+        The score store keeps it, so that a resumed run restores it instead of fitting.
+        """
+        return None
+
+    def restore(self, ctx: FitContext, blocks: list[Block], state: dict[str, Any]) -> None:
+        """Takes the place of `fit` with a state returned by `export`."""
+        raise NotImplementedError(f"strategy {self.name!r} cannot restore a fitted state.")
+
 
 _REGISTRY: dict[str, type[CurvatureStrategy]] = {}
 
@@ -126,6 +185,11 @@ def register_strategy(cls: type[CurvatureStrategy]) -> type[CurvatureStrategy]:
 def available_strategies() -> list[str]:
     """Names accepted by `LayerInfluence(hessian=...)`."""
     return sorted(_REGISTRY)
+
+
+def shardable_strategies() -> list[str]:
+    """Names of the strategies that can be split across processes (torch.distributed)."""
+    return [name for name in available_strategies() if _REGISTRY[name].shardable]
 
 
 def make_strategy(hessian: str | Any, damping: float, **overrides: Any) -> CurvatureStrategy:

@@ -90,6 +90,7 @@ class CGStrategy(CurvatureStrategy):
 
     name = "cg"
     Settings = CGSettings
+    shardable = True
 
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
         """Validates the training set once; CG itself runs at `inverse_hvp`."""

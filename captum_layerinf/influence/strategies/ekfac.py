@@ -130,6 +130,7 @@ class EKFACStrategy(CurvatureStrategy):
 
     name = "ekfac"
     Settings = EKFACSettings
+    shardable = True
 
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
         """Two passes over the training set: Kronecker factors, then eigenvalue correction."""
@@ -144,6 +145,12 @@ class EKFACStrategy(CurvatureStrategy):
             self._inner.fit(ctx, sub_blocks)
             return
         self.dtype = next(ctx.model.parameters()).dtype
+        if ctx.shard is not None and self.settings.fisher == "sampled":
+            raise ValueError(
+                "EKFACSettings(fisher='sampled') draws labels in sequence over the training "
+                "set, which differs once it is split across processes; use fisher='expected' "
+                "(the default) under torchrun, or run in one process."
+            )
         self.layers: dict[int, StructuredLayer] = {}
         other: list[int] = []
         for i, b in enumerate(blocks):
@@ -168,6 +175,19 @@ class EKFACStrategy(CurvatureStrategy):
         self.ranks: dict[int, tuple[int, int]] = {}
         if not self.layers:
             return
+        if ctx.shard is not None:
+            wide = [
+                f"{blocks[i].name!r} ({max(s.d_in, s.d_out)})"
+                for i, s in self.layers.items()
+                if max(s.d_in, s.d_out) > self.settings.max_dense_dim
+            ]
+            if wide:
+                raise ValueError(
+                    "under torch.distributed the Kronecker factors are summed over processes "
+                    f"as dense matrices; {', '.join(wide)} exceed(s) EKFACSettings("
+                    f"max_dense_dim={self.settings.max_dense_dim}). Raise max_dense_dim, or "
+                    "run in one process."
+                )
         index = list(self.layers)
         taps = Taps(ctx.model, [self.layers[i] for i in index])
         start = time.perf_counter()
@@ -249,6 +269,9 @@ class EKFACStrategy(CurvatureStrategy):
                 else:
                     self._cache = None
         self.seconds["first pass"] = time.perf_counter() - start
+        for cov in (*cov_a, *cov_g):
+            if cov.dense is not None:
+                cov.dense = self.ctx.all_reduce(cov.dense)
         bases = []
         for j, i in enumerate(
             tqdm(index, desc="EK-FAC eigenbases", leave=False, disable=not self.ctx.show_progress)
@@ -275,7 +298,7 @@ class EKFACStrategy(CurvatureStrategy):
             for per_dir in grads:
                 for j, (q_g, _) in enumerate(self._bases):
                     sums[j] += self._squared_moments(per_dir[j] @ q_g, rotated[j])
-        return [s / self.ctx.n_train for s in sums]
+        return [self.ctx.all_reduce(s) / self.ctx.n_train for s in sums]
 
     def _squared_moments(self, gr: Tensor, ar: Tensor) -> Tensor:
         """`Σ_b (Σ_t gr_bt ar_btᵀ)²` elementwise, in memory-bounded chunks."""

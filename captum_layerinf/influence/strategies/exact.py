@@ -57,6 +57,7 @@ class ExactStrategy(CurvatureStrategy):
 
     name = "exact"
     Settings = ExactSettings
+    shardable = True
 
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
         """Accumulates each block over the training set, then factorises it."""
@@ -73,10 +74,10 @@ class ExactStrategy(CurvatureStrategy):
         sums = [torch.zeros(b.numel, b.numel, dtype=torch.float64, device=dev) for b in blocks]
         self.method: list[str] = []
         self.residual: list[float] = []
+        # Probed on the first training batch, the same on every rank.
+        self._choose_methods(ctx, blocks, *ctx.first_batch())
         seen = 0
         for inputs, labels in ctx.batches("exact Hessian blocks"):
-            if not self.method:
-                self._choose_methods(ctx, blocks, inputs, labels)
             seen += len(labels)
             gn = [i for i, m in enumerate(self.method) if m == "gauss-newton"]
             if gn:
@@ -94,6 +95,7 @@ class ExactStrategy(CurvatureStrategy):
                     )
                     sums[i] += h.double()
         ctx.check_count(seen)
+        sums = [ctx.all_reduce(s) for s in sums]
         self._factors = [
             self._factorise(s / ctx.n_train, b) for s, b in zip(sums, blocks, strict=True)
         ]
@@ -116,6 +118,8 @@ class ExactStrategy(CurvatureStrategy):
         eye = torch.eye(len(hessian), dtype=hessian.dtype, device=hessian.device)
         damped = hessian + self.damping * eye
         chol, info = torch.linalg.cholesky_ex(damped)
+        if info != 0 or self.damping == 0:
+            self._check_singular(damped, block)
         if info == 0:
             return ("cholesky", chol)
         # Indefinite (a curved, non-convex block): LU still solves it exactly.
@@ -126,6 +130,41 @@ class ExactStrategy(CurvatureStrategy):
                 f"increase damping (now {self.damping})."
             )
         return ("lu", lu, pivots)
+
+    def _check_singular(self, damped: Tensor, block: Block) -> None:
+        """Raises when the damped block is numerically singular (its solve would be noise)."""
+        if not torch.isfinite(damped).all():
+            raise ValueError(
+                f"the Hessian block of {block.name or '<model>'!r} has NaN or infinite "
+                "entries; check the model's weights and the data for overflow."
+            )
+        values = torch.linalg.eigvalsh(damped).abs()
+        tol = len(values) * torch.finfo(values.dtype).eps * float(values.max())
+        if float(values.min()) <= tol:
+            rank = int((values > tol).sum())
+            raise ValueError(
+                f"the damped Hessian block of {block.name or '<model>'!r} is singular "
+                f"(numerical rank {rank} of {len(values)}) with damping={self.damping}; pass "
+                "damping > 0 (e.g. the weight decay used in training, or 1e-3)."
+            )
+
+    def export(self) -> dict:
+        """The factorised blocks and the method of each (see `CurvatureStrategy.export`)."""
+        return {
+            "method": list(self.method),
+            "residual": list(self.residual),
+            "factors": [list(f) for f in self._factors],
+        }
+
+    def restore(self, ctx: FitContext, blocks: list[Block], state: dict) -> None:
+        """Takes the factorised blocks of `export` instead of fitting."""
+        if len(state["factors"]) != len(blocks):
+            raise ValueError(
+                f"the saved state has {len(state['factors'])} blocks, not {len(blocks)}."
+            )
+        self.blocks = blocks
+        self.method, self.residual = list(state["method"]), list(state["residual"])
+        self._factors = [(f[0], *(t.to(ctx.device) for t in f[1:])) for f in state["factors"]]
 
     def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
         """Solves `(H_b + damping I) x = v` for every row v of `vectors`, in float64."""

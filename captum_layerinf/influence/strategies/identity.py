@@ -20,6 +20,7 @@ class IdentityStrategy(CurvatureStrategy):
 
     name = "identity"
     Settings = IdentitySettings
+    shardable = True
 
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
         """Nothing to fit."""

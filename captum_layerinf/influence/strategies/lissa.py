@@ -73,6 +73,7 @@ class LiSSAStrategy(CurvatureStrategy):
 
     name = "lissa"
     Settings = LiSSASettings
+    shardable = True
 
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
         """Chooses scale and depth per block."""
