@@ -65,7 +65,7 @@ plt.show()
 
 # %%
 config = (
-    tiny_config(n_train_per_class=40, epochs=6, width=6)
+    tiny_config(n_train_per_class=40, epochs=8, width=4, shap_images=1)
     if SMALL
     else StudyConfig(n_train_per_class=100, epochs=10, show_progress=False)
 )
@@ -102,6 +102,7 @@ from PIL import Image  # noqa: E402
 
 root = work / "my_images"
 for split, per_class, seed in (("train", 12 if SMALL else 40, 1), ("test", 1, 2)):
+    # a few images per class: a stand-in for your own photos
     images = make_shapes(per_class, seed=seed)
     for i, (image, label) in enumerate(zip(images.images, images.labels, strict=True)):
         folder = root / split / CLASS_NAMES[int(label)].replace("/", "-")
@@ -109,7 +110,7 @@ for split, per_class, seed in (("train", 12 if SMALL else 40, 1), ("test", 1, 2)
         pixels = (image.permute(1, 2, 0) * 255).round().byte().numpy()
         Image.fromarray(pixels).save(folder / f"{i}.png")
 
-own = replace(config, data="imagefolder", data_path=str(root))
+own = replace(config, data="imagefolder", data_path=str(root), n_train_per_class=40)
 own.save(work / "own.json")  # the same as: captum-layerinf run own.json --out DIR
 result = DisturbanceStudy(StudyConfig.load(work / "own.json"), work / "own").run()
 print("\n".join(result.findings))

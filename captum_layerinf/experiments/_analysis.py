@@ -137,7 +137,7 @@ def analyse(cfg, out: dict, model: nn.Module, out_dir: Path) -> list[str]:
     w.table(s, "clustering_composition", composition)
 
     s = w.section("sweep", "Fig. 6: texture sweep")
-    _sweep(w, s, cfg, out["sweep"], d)
+    _sweep(w, s, cfg, out["sweep"], d, names)
 
     s = w.section("shap", "Fig. 10: SHAP maps beside influential training images")
     _shap(w, s, out_dir, out["shap"])
@@ -232,7 +232,7 @@ def _composition(cut, group_names) -> A.Table:
     )
 
 
-def _sweep(w, s, cfg, sweep, d) -> None:
+def _sweep(w, s, cfg, sweep, d, names) -> None:
     for i in range(len(sweep["indices"])):
         label = int(d["test_labels"][int(sweep["indices"][i])])
         grid = TextureSweep(
@@ -245,6 +245,23 @@ def _sweep(w, s, cfg, sweep, d) -> None:
             cfg.sweep_strengths, cfg.sweep_steps, prob, sweep["intra_influence"][i]
         )
         w.figure(s, f"sweep_curves_{i}", fig)
+        probs = sweep["probs"][i]
+        pred = probs.argmax(-1)
+        rows = [
+            [f"{100 * strength:.0f}%"]
+            + [
+                f"{names[int(pred[a, b])]} ({float(probs[a, b, pred[a, b]]):.2f})"
+                for b in range(len(cfg.sweep_steps))
+            ]
+            for a, strength in enumerate(cfg.sweep_strengths)
+        ]
+        table = A.Table(
+            f"Texture sweep of test image {int(sweep['indices'][i])} ({names[label]})",
+            ["% texture", *[f"{k} steps" for k in cfg.sweep_steps]],
+            rows,
+            "Predicted class (its probability) for each cell of the sweep.",
+        )
+        w.table(s, f"sweep_predictions_{i}", table)
 
 
 def _shap(w, s, out_dir, shap) -> None:
@@ -264,11 +281,15 @@ def _findings(t1, t3, out, rows_t, row_names, v, ratio, layer_names, names) -> l
         + "."
     ]
     overall = t3.rows[-1]
-    verdict = "texture" if overall[3] > overall[2] else "shape (the object)"
+    if overall[3] > overall[2]:
+        verdict = "texture dominates"
+    elif overall[2] > overall[3]:
+        verdict = "shape (the object) dominates"
+    else:
+        verdict = "neither cue dominates"
     found.append(
         f"Objects given another class's texture are classified by their texture in "
-        f"{overall[3]:.0%} and by their shape in {overall[2]:.0%} of cases: {verdict} "
-        "dominates."
+        f"{overall[3]:.0%} and by their shape in {overall[2]:.0%} of cases: {verdict}."
     )
     tp = out["predictions"]["texture_probs"].argmax(1)
     found.append(
