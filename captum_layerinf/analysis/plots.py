@@ -136,13 +136,13 @@ def plot_gallery(
     n, k = train_images.shape[:2]
     if axes is None:
         fig, axes = plt.subplots(
-            n, k + 1, figsize=(1.1 * (k + 1), 1.25 * n), squeeze=False, layout="constrained"
+            n, k + 1, figsize=(1.2 * (k + 1), 1.45 * n), squeeze=False, layout="constrained"
         )
     else:
         fig = axes[0][0].figure
     for i in range(n):
         show_image(test_images[i], axes[i][0])
-        axes[i][0].set_title(test_captions[i], fontsize=7)
+        axes[i][0].set_title(test_captions[i], fontsize=6)
         for j in range(k):
             show_image(train_images[i, j], axes[i][j + 1])
             axes[i][j + 1].set_title(train_captions[i][j], fontsize=7)

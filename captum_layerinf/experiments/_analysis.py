@@ -154,7 +154,7 @@ def _gallery(w, s, cfg, d, v, compound, pred, names) -> None:
     top = compound[picks].topk(cfg.top_k, dim=1)
     train_x, train_y = d["train_images"], d["train_labels"]
     captions = [
-        f"{VARIANTS[int(v['variants'][i])]}\n{names[int(v['labels'][i])]} → {names[int(pred[i])]}"
+        f"{VARIANTS[int(v['variants'][i])]}\n{names[int(v['labels'][i])]} →\n{names[int(pred[i])]}"
         for i in picks
     ]
     train_captions = [
