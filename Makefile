@@ -17,12 +17,12 @@ demo: $(STAMP)
 	$(BIN)/captum-layerinf demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check captum_layerinf tests benchmarks scripts
-	$(BIN)/ruff format --check captum_layerinf tests benchmarks scripts
+	$(BIN)/ruff check captum_layerinf tests benchmarks scripts tutorials
+	$(BIN)/ruff format --check captum_layerinf tests benchmarks scripts tutorials
 
 format: $(STAMP)
-	$(BIN)/ruff format captum_layerinf tests benchmarks scripts
-	$(BIN)/ruff check --fix captum_layerinf tests benchmarks scripts
+	$(BIN)/ruff format captum_layerinf tests benchmarks scripts tutorials
+	$(BIN)/ruff check --fix captum_layerinf tests benchmarks scripts tutorials
 
 test: lint
 	$(BIN)/python -m pytest
