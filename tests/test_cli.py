@@ -10,7 +10,7 @@ def test_demo_prints_top_example_per_layer_and_compound_top_k(capsys):
     assert (
         main(
             [
-                "demo",
+                "digits",
                 "--n-train",
                 "200",
                 "--n-images",

@@ -12,7 +12,9 @@
 # ---
 
 # %% [markdown]
-# # Test-side explanations from the seed papers: contrastive LRP and layered explanations, next to layer-wise influence
+# # Tutorial 6: test-side explanations from the seed papers
+#
+# Contrastive LRP and layered explanations, next to layer-wise influence.
 #
 # Layer-wise influence explains a decision from the *training* side: which training images
 # drove it, layer by layer. The seed papers also explain it from the *test* side, on the
@@ -105,7 +107,9 @@ for measure in ("mim", "internal_influence", "conductance"):
     reference = train.tensors[0] if measure == "mim" else None
     other = LayeredExplanation(model, measure=measure, reference=reference)
     r = other.attribute(x[:1], k=3)
-    stats = ", ".join(f"{n} {s:.2f}" for n, s in zip(r.layer_names, r.layer_statistic[:, 0]))
+    stats = ", ".join(
+        f"{n} {s:.2f}" for n, s in zip(r.layer_names, r.layer_statistic[:, 0], strict=True)
+    )
     print(f"{measure:>18}: {stats}  ->  {r.best_layer[0]}")
 
 mid = le.attribute(x, k=3, layer="features.5")  # Ho's preferred "mid-network" layer
@@ -127,8 +131,8 @@ train_side = layer_scores_from_influence(li.influence((x, y)), "mean_abs")  # [6
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
 for i, ax in enumerate(axes):
     plot_layer_rankings(
-        dict(zip(li.layer_names, train_side[:, i].tolist())),
-        dict(zip(res.layer_names, res.layer_statistic[:, i].tolist())),
+        dict(zip(li.layer_names, train_side[:, i].tolist(), strict=True)),
+        dict(zip(res.layer_names, res.layer_statistic[:, i].tolist(), strict=True)),
         ax=ax,
         title=f"digit {int(y[i])}, predicted {int(res.target[i])}",
     )

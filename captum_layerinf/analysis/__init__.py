@@ -1,0 +1,34 @@
+"""The disturbance study's analyses on plain tensors: tables, I_avg, clustering, figures.
+
+Every function works on its own on any score tensor (last dimension = training examples),
+so the analyses can be rerun on scores from another tool.
+"""
+
+from .classification import (
+    accuracy_table,
+    cue_conflict_table,
+    sem,
+    texture_patch_table,
+    true_class_in_top_k,
+)
+from .clustering import cluster_profiles, clusters, correlation_distance, group_profiles
+from .influence import class_average, group_mean, intra_inter, top_class, top_class_table
+from .table import Table
+
+__all__ = [
+    "Table",
+    "accuracy_table",
+    "class_average",
+    "cluster_profiles",
+    "clusters",
+    "correlation_distance",
+    "cue_conflict_table",
+    "group_mean",
+    "group_profiles",
+    "intra_inter",
+    "sem",
+    "texture_patch_table",
+    "top_class",
+    "top_class_table",
+    "true_class_in_top_k",
+]

@@ -1,0 +1,87 @@
+"""Renders a study folder (sections.json, tables/, figures/) as one self-contained HTML file."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from ..analysis import Table
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em} h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bottom:.2em;
+margin-top:2em} .guide{background:#f4f6f8;border-left:4px solid #7a9cc6;padding:.6em .9em;
+font-size:.92em} table{border-collapse:collapse;font-size:.82em;margin:.8em 0}
+td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right} th{background:#eef}
+td:first-child,th:first-child{text-align:left} img{max-width:100%;margin:.5em 0}
+.scroll{max-height:420px;overflow:auto} .caption{font-size:.85em;color:#555}
+nav a{margin-right:.8em;font-size:.9em} li{margin:.3em 0}
+"""
+
+
+def _figure(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _table(path: Path) -> str:
+    table = Table.load(path)
+    body = table.to_html()
+    if len(table.rows) > 20:
+        body = f'<div class="scroll">{body}</div>'
+    caption = f'<p class="caption">{html.escape(table.caption)}</p>' if table.caption else ""
+    return f"<h3>{html.escape(table.title)}</h3>{body}{caption}"
+
+
+def write_report(out_dir: str | Path, title: str = "Disturbance study") -> Path:
+    """Writes `out_dir/report.html` from the study's sections, tables and figures.
+
+    Figures are embedded (base64 PNG) so the file can be moved or mailed on its own.
+
+    Args:
+        out_dir: A study folder written by `DisturbanceStudy.run`.
+        title: Heading of the report.
+
+    Returns:
+        The report's path.
+    """
+    out_dir = Path(out_dir)
+    index = out_dir / "sections.json"
+    if not index.is_file():
+        raise FileNotFoundError(
+            f"{index} not found: {out_dir} is not a finished study run. Run "
+            "`captum-layerinf run CONFIG.json --out DIR` (or `demo`) first."
+        )
+    sections = json.loads(index.read_text())
+    config = out_dir / "config.json"
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+        "<nav>"
+        + "".join(
+            f'<a href="#{s["key"]}">{html.escape(s["title"].split(":")[0])}</a>' for s in sections
+        )
+        + "</nav>",
+    ]
+    for s in sections:
+        parts.append(f'<section id="{s["key"]}"><h2>{html.escape(s["title"])}</h2>')
+        parts.append(f'<p class="guide">{html.escape(s["guide"])}</p>')
+        if s.get("findings"):
+            parts.append(
+                "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in s["findings"]) + "</ul>"
+            )
+        parts += [_table(out_dir / t) for t in s["tables"]]
+        parts += [_figure(out_dir / f) for f in s["figures"]]
+        parts.append("</section>")
+    if config.is_file():
+        parts.append(
+            "<section id='config'><h2>Configuration</h2><pre>"
+            + html.escape(config.read_text())
+            + "</pre></section>"
+        )
+    parts.append("</body></html>")
+    path = out_dir / "report.html"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path

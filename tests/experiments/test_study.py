@@ -1,0 +1,132 @@
+"""The whole disturbance study on a tiny configuration: stages, cache, tables, report, CLI."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from captum_layerinf import ExactSettings, LayerInfluence
+from captum_layerinf.cli import main
+from captum_layerinf.experiments import STAGES, DisturbanceStudy, StudyConfig, tiny_config
+from captum_layerinf.experiments._variants import VARIANTS
+
+SECTIONS = (
+    "summary", "table1", "table3", "gallery", "table2", "iavg", "ranges", "layers",
+    "clustering", "sweep", "shap",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    """The tiny study run once through the CLI (`captum-layerinf run CONFIG.json`)."""
+    folder = tmp_path_factory.mktemp("study")
+    config = folder / "tiny.json"
+    tiny_config().save(config)
+    assert main(["run", str(config), "--out", str(folder / "run"), "--no-progress"]) == 0
+    return folder / "run"
+
+
+def _stage(folder, name):
+    return torch.load(folder / "stages" / f"{name}.pt", weights_only=True)
+
+
+def test_report_has_every_section_with_its_figures(study_dir, capsys):
+    html = (study_dir / "report.html").read_text()
+    for key in SECTIONS:
+        assert f'id="{key}"' in html, key
+    sections = json.loads((study_dir / "sections.json").read_text())
+    assert [s["key"] for s in sections] == list(SECTIONS)
+    figures = [f for s in sections for f in s["figures"]]
+    assert html.count("data:image/png;base64,") == len(figures) >= 10
+    assert all((study_dir / f).stat().st_size > 1000 for f in figures)
+    assert len(sections[0]["findings"]) == 5 and "Top-1 accuracy" in html
+    assert main(["report", str(study_dir)]) == 0
+    assert "report.html" in capsys.readouterr().out
+
+
+def test_stored_scores_equal_layer_influence_called_directly(study_dir):
+    cfg = StudyConfig.load(study_dir / "config.json")
+    data, variants = _stage(study_dir, "data"), _stage(study_dir, "variants")
+    assert len(variants["labels"]) == len(VARIANTS) * len(data["test_labels"])
+    study = DisturbanceStudy(cfg, study_dir)
+    out = {"data": data, "model": _stage(study_dir, "model")}
+    model = study._model(out)
+    train = torch.utils.data.TensorDataset(data["train_images"], data["train_labels"])
+    batch = (variants["images"][:6], variants["labels"][:6])
+    direct = LayerInfluence(model, train, damping=cfg.damping).influence(batch)
+    stored = _stage(study_dir, "influence")["scores"][:, :6]
+    assert torch.allclose(stored, direct, rtol=1e-4, atol=1e-6 * direct.abs().max())
+    gn = LayerInfluence(model, train, hessian=ExactSettings(gauss_newton="always"))
+    glob = gn.global_influence(batch)
+    assert torch.allclose(_stage(study_dir, "global")["scores"][:6], glob, rtol=1e-4, atol=1e-6)
+
+
+def test_accuracy_table_agrees_with_the_stored_predictions(study_dir):
+    probs = _stage(study_dir, "predictions")["probs"]
+    variants = _stage(study_dir, "variants")
+    table = json.loads((study_dir / "tables" / "table1_accuracy.json").read_text())
+    rows = {r[1]: r for r in table["rows"] if r[0] == "all classes"}
+    for v, name in enumerate(VARIANTS):
+        sel = variants["variants"] == v
+        acc = (probs[sel].argmax(1) == variants["labels"][sel]).double().mean()
+        assert rows[name][5] == pytest.approx(float(acc))
+
+
+def test_textured_variant_carries_the_next_class_texture_on_white(study_dir):
+    v = _stage(study_dir, "variants")
+    n_classes = len(_stage(study_dir, "data")["class_names"])
+    textured = v["variants"] == VARIANTS.index("textured")
+    assert torch.equal(v["texture_labels"][textured], (v["labels"][textured] + 1) % n_classes)
+    white = v["variants"] == VARIANTS.index("white background")
+    background = ~v["masks"][white]
+    assert (v["images"][white].permute(1, 0, 2, 3)[:, background] == 1).all()
+    assert (v["images"][textured].permute(1, 0, 2, 3)[:, ~v["masks"][textured]] == 1).all()
+
+
+def test_rerun_reads_every_stage_and_recomputes_only_missing_ones(study_dir, capsys):
+    before = _stage(study_dir, "influence")["scores"]
+    (study_dir / "stages" / "sweep.pt").unlink()
+    result = DisturbanceStudy(tiny_config(), study_dir).run()
+    assert result.computed == ["sweep"]
+    assert torch.equal(_stage(study_dir, "influence")["scores"], before)
+    assert set(json.loads((study_dir / "stages" / "seconds.json").read_text())) == set(STAGES)
+
+
+def test_another_configuration_in_the_same_folder_is_refused(study_dir):
+    with pytest.raises(ValueError, match=re.escape("differs in ['damping']")):
+        DisturbanceStudy(tiny_config(damping=0.5), study_dir).run()
+
+
+def test_config_json_round_trip_and_clear_errors(tmp_path):
+    cfg = tiny_config(seed=3)
+    cfg.save(tmp_path / "c.json")
+    assert StudyConfig.load(tmp_path / "c.json") == cfg
+    (tmp_path / "bad.json").write_text(json.dumps({"n_train": 3}))
+    with pytest.raises(ValueError, match="unknown keys \\['n_train'\\]"):
+        StudyConfig.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="needs data_path"):
+        StudyConfig(data="cifar10")
+    with pytest.raises(ValueError, match="local state-dict path"):
+        StudyConfig(model="resnet18")
+
+
+def test_study_on_an_image_folder_of_the_users_own_images(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 1)):
+        for cls in ("a", "b"):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                pixels = np.full((40, 40, 3), 230, dtype=np.uint8)
+                colour = (200, 30, 30) if cls == "a" else (30, 30, 200)
+                pixels[8:32, 8:32] = colour + rng.integers(0, 20, (24, 24, 3))
+                Image.fromarray(pixels.astype(np.uint8)).save(
+                    tmp_path / "data" / split / cls / f"{i}.png"
+                )
+    cfg = tiny_config(data="imagefolder", data_path=str(tmp_path / "data"), size=16)
+    result = DisturbanceStudy(cfg, tmp_path / "run").run()
+    data = _stage(tmp_path / "run", "data")
+    assert data["class_names"] == ["a", "b"] and data["test_masks"].shape == (2, 16, 16)
+    assert result.report.is_file()
