@@ -304,6 +304,17 @@ def _findings(t1, t3, out, rows_t, row_names, v, ratio, layer_names, names) -> l
         f" and to the object's class in {(comp == v['labels'][textured]).double().mean():.0%}"
         " of cases."
     )
+    tex = out["data"].get("train_texture_labels")
+    if tex is not None:
+        top = out["influence"]["scores"].sum(0)[textured].argmax(1)
+        same = tex[top] == v["texture_labels"][textured]
+        both = same & (out["data"]["train_labels"][top] == v["labels"][textured])
+        found.append(
+            f"{same.double().mean():.0%} of those top training images carry the same texture "
+            f"as the textured test image; {both.double().mean():.0%} are of the object's class "
+            "AND carry that texture (the rare training images whose texture is not their "
+            "class's own)."
+        )
     order = ratio.argsort(descending=True)
     found.append(
         "Layers whose influence separates the variants most (between / within variance): "

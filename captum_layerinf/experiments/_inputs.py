@@ -34,6 +34,7 @@ def load_data(config: StudyConfig) -> dict:
         return {
             "train_images": train.images,
             "train_labels": train.labels,
+            "train_texture_labels": train.texture_labels,
             "test_images": test.images,
             "test_labels": test.labels,
             "test_masks": test.masks,

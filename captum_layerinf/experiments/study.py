@@ -196,6 +196,10 @@ class DisturbanceStudy:
 
 
 def _first_per_variant(variants: Tensor, n: int) -> Tensor:
-    """Indices of the first `n` images of every variant."""
-    picks = [torch.nonzero(variants == v)[:n, 0] for v in range(len(VARIANTS))]
+    """Indices of `n` images of every variant, evenly spread (over the classes)."""
+    picks = []
+    for v in range(len(VARIANTS)):
+        members = torch.nonzero(variants == v)[:, 0]
+        spread = torch.linspace(0, len(members) - 1, min(n, len(members))).round().long()
+        picks.append(members[spread.unique()])
     return torch.cat(picks)

@@ -42,7 +42,7 @@ def test_report_has_every_section_with_its_figures(study_dir, capsys):
     figures = [f for s in sections for f in s["figures"]]
     assert html.count("data:image/png;base64,") == len(figures) >= 10
     assert all((study_dir / f).stat().st_size > 1000 for f in figures)
-    assert len(sections[0]["findings"]) == 5 and "Top-1 accuracy" in html
+    assert len(sections[0]["findings"]) == 6 and "Top-1 accuracy" in html
     assert main(["report", str(study_dir)]) == 0
     assert "report.html" in capsys.readouterr().out
 
