@@ -4,16 +4,13 @@ import pytest
 import torch
 from torch import nn
 
+from .._threads import one_torch_thread
+
 SQUARE = (slice(0, 4), slice(0, 4))  # the pixels that drive the evidence unit
 EVIDENCE_UNIT = 2
 
 
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True, scope="package")(one_torch_thread)
 
 
 def evidence_net() -> nn.Sequential:

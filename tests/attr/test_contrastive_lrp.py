@@ -17,15 +17,6 @@ from ._shapes import make_pairs, make_shapes, shapes_cnn
 BOUNDS = (0.0, 1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Training and LRP here are many small ops: one thread is far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def shapes_model():
     """The shapes CNN after 8 epochs on 600 seeded images (~80 % test accuracy; ~10 s)."""

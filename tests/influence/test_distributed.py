@@ -9,6 +9,7 @@ import torch
 from captum_layerinf import EKFACSettings, LayerInfluence
 from captum_layerinf.influence import ScoreStore, _distributed, _resume, layer_influence
 
+from .._threads import one_torch_thread
 from . import _worker
 from ._procs import WORKER, env, torchrun
 
@@ -16,12 +17,7 @@ SHARDED = ["exact", "cg", "ekfac", "lissa", "identity"]
 STORED = ["exact", "ekfac"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
 
 
 def rel_err(a, b) -> float:

@@ -11,17 +11,12 @@ import torch
 
 from captum_layerinf.influence import ScoreStore
 
+from .._threads import one_torch_thread
 from . import _worker
 from ._procs import WORKER, env
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # As in the worker: the rerun's chunks must be bit-identical to the killed run's.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# As in the worker: the rerun's chunks must be bit-identical to the killed run's.
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
 
 
 def test_a_killed_run_resumes_to_identical_scores(tmp_path):

@@ -17,17 +17,13 @@ from captum_layerinf.influence import (
 )
 from captum_layerinf.influence.strategies import ExactStrategy
 
+from .._threads import one_torch_thread
 from ._worker import build_model
 
 DAMPING = 0.1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,9 @@ from captum_layerinf.models import DigitsVGG
 from captum_layerinf.shapley import BidirectionalExplainer
 from captum_layerinf.training import train_classifier
 
+from .._threads import one_torch_thread
 
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True, scope="package")(one_torch_thread)
 
 
 @pytest.fixture(scope="package")

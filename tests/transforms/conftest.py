@@ -6,12 +6,7 @@ machine, two OpenMP threads spin-waiting on each other made them ~100x slower (m
 """
 
 import pytest
-import torch
 
+from .._threads import one_torch_thread
 
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True, scope="package")(one_torch_thread)
