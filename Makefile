@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ekfac_vs_kronfluence.py
 	$(BIN)/python benchmarks/vgg16_memory.py
 	$(BIN)/python benchmarks/transforms_speed.py
+	$(BIN)/python benchmarks/clrp_evaluation.py
+	$(BIN)/python benchmarks/store_resume.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
