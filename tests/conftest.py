@@ -10,6 +10,16 @@ from captum_layerinf.datasets import load_digits_split
 from captum_layerinf.training import train_classifier
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` are skipped, in this one place, where no CUDA device is present."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def tiny_cnn(act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """conv-act-conv-act-maxpool-flatten-linear on 8x8 digits: 792 parameters."""
     return nn.Sequential(

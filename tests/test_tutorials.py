@@ -109,6 +109,7 @@ def run_notebook(path: Path, cwd: Path, limit_s: float = NOTEBOOK_LIMIT_S) -> fl
     return time.perf_counter() - start
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_tutorial_runs(path: Path, tmp_path: Path, capsys, request) -> None:
     try:

@@ -262,7 +262,6 @@ def test_model_spread_over_devices_is_rejected(small):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_data_on_another_device_is_moved_to_the_model(small):
     model, x, y = small
     ref = LayerInfluence(model, (x, y)).influence((x[:2], y[:2]))

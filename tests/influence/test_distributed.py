@@ -17,6 +17,8 @@ SHARDED = ["exact", "cg", "ekfac", "lissa", "identity"]
 STORED = ["exact", "ekfac"]
 
 
+pytestmark = pytest.mark.slow
+
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
 
 

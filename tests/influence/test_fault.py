@@ -16,6 +16,8 @@ from . import _worker
 from ._procs import WORKER, env
 
 # As in the worker: the rerun's chunks must be bit-identical to the killed run's.
+pytestmark = pytest.mark.slow
+
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
 
 

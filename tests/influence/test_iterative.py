@@ -10,11 +10,13 @@ from captum_layerinf.influence._check import pearson
 from captum_layerinf.influence.strategies import CGSettings, LiSSASettings
 from tests.conftest import rel_err
 
+pytestmark = pytest.mark.slow
+
 
 def _float32(model, train, test):
     x, y = train.tensors
     return (
-        model.float(),
+        copy.deepcopy(model).float(),
         torch.utils.data.TensorDataset(x.float(), y),
         (test.tensors[0].float(), test.tensors[1]),
     )
@@ -94,7 +96,6 @@ def test_bad_settings_are_rejected(settings, match):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("hessian", ["cg", "ekfac"])
 def test_scores_on_the_gpu_equal_scores_on_the_cpu(relu_problem, hessian):
     model, train, test = relu_problem

@@ -237,7 +237,6 @@ def test_partition_is_efficient(digits, background):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_equals_cpu(digits, background, deep_result, monkeypatch):
     import copy
 
