@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format bench clean
+.PHONY: demo test test-fast lint docs format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch torchvision
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,8 +24,13 @@ format: $(STAMP)
 	$(BIN)/ruff format captum_layerinf tests benchmarks scripts tutorials
 	$(BIN)/ruff check --fix captum_layerinf tests benchmarks scripts tutorials
 
-test: lint
+test: lint docs
 	$(BIN)/python -m pytest
+
+# The API reference from the docstrings; any Sphinx warning is an error.
+docs: $(STAMP)
+	rm -rf docs/_build
+	$(BIN)/sphinx-build -E -W --keep-going -q -b html docs docs/_build/html
 
 # The inner loop: everything but the tests marked slow (subprocesses, solvers, tutorials).
 test-fast: lint
@@ -42,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/store_resume.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info docs/_build

@@ -25,11 +25,11 @@ class LayeredExplanationResult:
     Attributes:
         layer_names: The candidate layers, in forward order.
         unit_scores: Influence of every unit, per layer: `{name: Tensor [B, *unit_shape]}`.
-        layer_statistic: Selection statistic of each layer's |unit scores|,
+        layer_statistic: Selection statistic of each layer's absolute unit scores,
             `Tensor [n_layers, B]` (rows in `layer_names` order).
         best_layer: Per input, the chosen layer (the statistic's argmax, or the forced one).
         top_units: `Tensor [B, k]`: flat indices into the best layer's output, by
-            decreasing |score| (Ho sorts by absolute value).
+            decreasing absolute score (Ho sorts by absolute value).
         top_scores: `Tensor [B, k]`: the signed scores of those units.
         projections: `Tensor [B, k, *input_shape]`: DeconvNet image of each top unit alone.
         joint_projection: `Tensor [B, *input_shape]`: DeconvNet image of the k units
@@ -82,11 +82,11 @@ class LayeredExplanation:
          Gradients; a layer's conductances sum to the score difference to the baseline).
        - `"activation"`: the unit's activation (Ho's "Max" baseline).
 
-    2. **The most influential layer**: the layer whose units' |influences| differ most,
-       measured by `statistic`: `"gini"` (default), the Gini coefficient of the |scores|
+    2. **The most influential layer**: the layer whose units' absolute influences differ most,
+       measured by `statistic`: `"gini"` (default), the Gini coefficient of the absolute scores
        of the layer's units (0: all units alike; → 1: one unit carries everything;
        scale-free, and near its maximum whatever the layer's width), or `"cv"`, std / mean
-       of the |scores| (grows with the width). Ho argues the output layer is influential
+       of the absolute scores (grows with the width). Ho argues the output layer is influential
        by definition and uninformative ("a dog because it's a dog"): the default
        candidates are every module owning parameters except the last one. With the
        gradient measures, units that a following max-pool discards (or an inactive ReLU
@@ -269,7 +269,7 @@ class LayeredExplanation:
             target: Class per input; default the model's prediction.
 
         Returns:
-            `{layer name: Tensor [B, *unit_shape]}` in forward order.
+            A dict from layer name to `Tensor [B, *unit_shape]`, in forward order.
         """
         inputs = _check_inputs(inputs, self.device)
         with evaluation_state(self.model):

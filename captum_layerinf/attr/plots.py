@@ -18,7 +18,7 @@ def layer_scores_from_influence(scores: Tensor, statistic: str = "mean_abs") -> 
 
     Args:
         scores: `LayerInfluence.influence(...)` output, `Tensor [n_layers, n_test, n_train]`.
-        statistic: `"mean_abs"`: mean over the training set of |s_l(j, k)| (how much the
+        statistic: `"mean_abs"`: mean over the training set of abs(s_l(j, k)) (how much the
             training data act on the test loss through layer l at all), or `"top"`: the
             score of the layer's top proponent, max_j s_l(j, k) (Aamir et al.'s "most
             influential image" per layer).

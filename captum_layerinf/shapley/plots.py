@@ -78,7 +78,7 @@ def plot_bidirectional(
 
     Left: the test image and its SHAP maps for the predicted and (when different) the true
     class, in shap's colours (red pushes the class score up, blue down; one symmetric scale
-    for every map in the figure, clipped at the 99.9th percentile of |value| as in
+    for every map in the figure, clipped at the 99.9th percentile of the absolute values, as in
     `shap.image_plot`). Right: one row per influence row with the top-k proponents
     (and opponents), titled with their class and score: green for the predicted class,
     orange for the true class of a misclassified image, black for any other.
