@@ -1,6 +1,6 @@
 """kronfluence's per-module influence scores, converted to captum-layerinf's convention.
 
-captum-layerinf (DESIGN.md): for layer l, `s_l(j, k) = ∇L(test_k)ᵀ (H_l + λI)⁻¹ ∇L(train_j)`,
+captum-layerinf: for layer l, `s_l(j, k) = ∇L(test_k)ᵀ (H_l + λI)⁻¹ ∇L(train_j)`,
 H_l the Hessian block of the MEAN training loss, λ absolute, positive = proponent.
 
 What kronfluence 1.0.1 computes (paths under `site-packages/kronfluence/`), and why no

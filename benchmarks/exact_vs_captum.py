@@ -1,6 +1,6 @@
 """Exact layer-wise influence: ours versus Captum's NaiveInfluenceFunction, one run per layer.
 
-Workload (issue 3): the VGG-style digits CNN (4 conv + 2 linear, 6,562 parameters), trained
+Workload: the VGG-style digits CNN (4 conv + 2 linear, 6,562 parameters), trained
 to >= 95 % test accuracy, 1500 training x 100 test images, all 6 layers, default settings,
 constructors inside the timing. Both are compared with a float64 computation (ours on a
 float64 copy; tests/influence/test_exact.py proves it equal to a dense torch.func Hessian).

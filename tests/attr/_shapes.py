@@ -1,7 +1,7 @@
 """A generated toy set with exact object masks: one class-specific shape per noisy image.
 
-Used by the attribution tests and by `benchmarks/clrp_evaluation.py` until the embedded
-object data set (issue 7) exists. Each image `[1, S, S]` in [0, 1] has a noisy background,
+Used by the attribution tests and by `benchmarks/clrp_evaluation.py`: smaller and plainer than
+the embedded TexturedShapes. Each image `[1, S, S]` in [0, 1] has a noisy background,
 one bright shape of its class at a random position (the mask marks its pixels) and,
 optionally, a class-independent distractor blob elsewhere: clutter that a class-specific
 explanation should leave out.

@@ -3,7 +3,7 @@
 This is the cross-check. Captum's Hessian is that of the SUMMED training loss, and it
 keeps only the top `projection_dim` eigenpairs above `hessian_inverse_tol`. With
 `hessian_reg = damping * n`, `projection_dim = P` (all eigenpairs) and its scores
-multiplied by `n`, it computes our convention exactly (shared/DESIGN.md) whenever the
+multiplied by `n`, it computes our convention exactly (see `LayerInfluence`) whenever the
 damped block is positive definite. Negative eigenvalues of a curved, non-convex block
 are dropped by Captum, while `"exact"` keeps them.
 """
