@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from captum_layerinf._utils.stats import rel_err  # noqa: F401  (re-exported to the tests)
 from captum_layerinf.datasets import load_digits_split
 from captum_layerinf.training import train_classifier
 
@@ -51,9 +52,3 @@ def relu_problem():
 def tanh_problem():
     """The same CNN with tanh: curved in every layer (float64)."""
     return _trained(nn.Tanh, 96, 7)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a - b| / max |b|: a norm-wise relative error that ignores near-zero entries."""
-    a, b = a.detach(), b.detach()
-    return float((a - b).abs().max() / b.abs().max())

@@ -52,6 +52,7 @@ import time
 import matplotlib.pyplot as plt
 import torch
 from captum.influence import NaiveInfluenceFunction
+from scipy.stats import spearmanr
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -190,17 +191,13 @@ plt.show()
 
 
 # %%
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two vectors."""
-    ra, rb = a.argsort().argsort().double(), b.argsort().argsort().double()
-    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
-
-
 n_layers = len(li.layer_names)
 agreement = torch.zeros(n_layers, n_layers)
 for a in range(n_layers):
     for b in range(n_layers):
-        agreement[a, b] = sum(spearman(scores[a, k], scores[b, k]) for k in range(N_TEST)) / N_TEST
+        agreement[a, b] = (
+            sum(spearmanr(scores[a, k], scores[b, k])[0] for k in range(N_TEST)) / N_TEST
+        )
 
 fig, ax = plt.subplots(figsize=(4.4, 3.8))
 im = ax.imshow(agreement, vmin=-1, vmax=1, cmap="RdBu_r")
@@ -232,7 +229,7 @@ for k in range(N_TEST):
         set(compound[k].topk(10).indices.tolist()) & set(global_scores[k].topk(10).indices.tolist())
     )
     print(
-        f"test image {k}: Spearman {spearman(compound[k], global_scores[k]):+.2f}, "
+        f"test image {k}: Spearman {spearmanr(compound[k], global_scores[k])[0]:+.2f}, "
         f"top-10 proponents shared: {overlap}/10"
     )
 

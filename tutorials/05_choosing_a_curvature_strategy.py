@@ -42,6 +42,7 @@ import warnings
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from scipy.stats import pearsonr, spearmanr
 
 from captum_layerinf import LayerInfluence, LiSSASettings
 from captum_layerinf.datasets import load_digits_split
@@ -123,14 +124,14 @@ layers = li.layer_names
 
 
 # %%
-def ranks(t: torch.Tensor) -> torch.Tensor:
-    """Ranks of the entries of `t` (ties broken by position)."""
-    return t.flatten().argsort().argsort().double()
-
-
 def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     """Pearson correlation of two tensors' entries."""
-    return float(torch.corrcoef(torch.stack([a.flatten().double(), b.flatten().double()]))[0, 1])
+    return float(pearsonr(a.flatten(), b.flatten())[0])
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation of two tensors' entries."""
+    return float(spearmanr(a.flatten(), b.flatten())[0])
 
 
 exact = scores["exact"]
@@ -138,7 +139,7 @@ table = {}  # name -> (pearson [layers], spearman [layers], slope [layers])
 for name, s in scores.items():
     table[name] = (
         np.array([pearson(s[i], exact[i]) for i in range(len(layers))]),
-        np.array([pearson(ranks(s[i]), ranks(exact[i])) for i in range(len(layers))]),
+        np.array([spearman(s[i], exact[i]) for i in range(len(layers))]),
         np.array(
             [float((s[i] * exact[i]).sum() / (exact[i] ** 2).sum()) for i in range(len(layers))]
         ),

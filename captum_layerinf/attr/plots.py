@@ -6,8 +6,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
+from .._utils.stats import spearman
 from .layered import LayeredExplanationResult
 
 TRAIN_STATISTICS = ("mean_abs", "top")
@@ -43,11 +45,9 @@ def _ranks(values: Mapping[str, float]) -> dict[str, int]:
 
 
 def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    ra = np.argsort(np.argsort(-np.asarray(a, float)))
-    rb = np.argsort(np.argsort(-np.asarray(b, float)))
-    if len(ra) < 2:
+    if len(a) < 2:
         return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return spearman(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64))
 
 
 def plot_layer_rankings(

@@ -11,6 +11,7 @@ from captum_layerinf.attr import ContrastiveLRP, DeepTaylorLRP
 from captum_layerinf.models import DigitsVGG
 from captum_layerinf.training import train_classifier
 
+from ..conftest import rel_err
 from ._reference_lrp import reference_clrp, reference_lrp
 from ._shapes import make_pairs, make_shapes, shapes_cnn
 
@@ -50,10 +51,6 @@ def small_cnn() -> nn.Sequential:
 def problem():
     x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     return small_cnn(), x, torch.tensor([0, 3, 2, 4])
-
-
-def rel_err(a, b):
-    return float((a - b).abs().max() / b.abs().max())
 
 
 def test_captum_lrp_rejects_flatten_which_deep_taylor_lrp_handles(problem):

@@ -1,0 +1,77 @@
+"""Every registered strategy keeps the interface's contract, on one small problem.
+
+Parametrised over `available_strategies()`: a new strategy is checked here the moment it is
+registered. Strategies that compute the inverse-Hessian product exactly (to a solver
+tolerance) must also agree with `exact`.
+"""
+
+import dataclasses
+
+import pytest
+import torch
+
+from captum_layerinf import LayerInfluence, available_strategies
+from captum_layerinf.influence.strategies import make_strategy, shardable_strategies
+from captum_layerinf.influence.strategies.base import _REGISTRY
+from tests.conftest import rel_err
+
+# Iterative solvers get a well-conditioned problem, so that the contract stays cheap to check.
+DAMPING = {"cg": 1.0, "pcg": 1.0, "lissa": 1.0}
+N_TRAIN = 32
+# Exact up to a solver tolerance: these must reproduce `exact`.
+EXACT_FAMILY = {"exact", "captum", "cg", "pcg", "auto"}
+# Iterative solvers and delegation to Captum: correct but slow on CPU.
+SLOW = {"cg", "pcg", "lissa", "captum"}
+
+
+def _arguments(name: str, model) -> dict:
+    if name == "tracin":
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        return {"checkpoints": [state, state], "learning_rates": [1.0, 0.5]}
+    return {}
+
+
+def _params():
+    return [
+        pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
+        for name in available_strategies()
+    ]
+
+
+@pytest.mark.parametrize("name", available_strategies())
+def test_settings_are_frozen_with_defaults(name):
+    cls = _REGISTRY[name]
+    assert dataclasses.is_dataclass(cls.Settings) and cls.Settings.__dataclass_params__.frozen
+    for field in dataclasses.fields(cls.Settings):
+        has_default = field.default is not dataclasses.MISSING
+        assert has_default or field.default_factory is not dataclasses.MISSING, field.name
+    assert (name in shardable_strategies()) == bool(cls.shardable)
+
+
+@pytest.mark.parametrize("name", _params())
+def test_strategy_keeps_the_contract(name, relu_problem):
+    model, train, test = relu_problem
+    train = torch.utils.data.TensorDataset(*(t[:N_TRAIN] for t in train.tensors))
+    damping = DAMPING.get(name, 0.1)
+    extra = _arguments(name, model)
+    strategy = make_strategy(name, damping, **extra)
+    assert strategy.name == name and strategy.damping == damping
+    li = LayerInfluence(model, train, hessian=name, damping=damping, batch_size=16, **extra)
+    x, y = test.tensors[0][:3], test.tensors[1][:3]
+    scores = li.influence((x, y))
+    n_layers, n_train = len(li.layer_names), len(train)
+    assert scores.shape == (n_layers, 3, n_train)
+    assert torch.isfinite(scores).all()
+
+    top = li.influence((x, y), k=4)
+    assert torch.equal(top.indices, torch.topk(scores, 4, dim=-1).indices)
+    assert torch.allclose(li.compound_influence((x, y)), scores.sum(0), rtol=1e-10, atol=0)
+
+    self_scores = li.self_influence()
+    assert self_scores.shape == (n_layers, n_train) and torch.isfinite(self_scores).all()
+
+    if name in EXACT_FAMILY and name != "exact":
+        exact = LayerInfluence(model, train, hessian="exact", damping=damping, batch_size=16)
+        reference = exact.influence((x, y))
+        for i in range(n_layers):
+            assert rel_err(scores[i], reference[i]) <= 1e-4, li.layer_names[i]
