@@ -109,7 +109,7 @@ class ExampleLoss:
             return self.single(out.view(shape), label)
 
         with torch.no_grad():
-            return vmap(hessian(flat_loss))(outputs.detach().flatten(1), labels)
+            return vmap(hessian(flat_loss))(outputs.detach().reshape(len(outputs), -1), labels)
 
     def check_labels(self, labels: Tensor, outputs: Any, what: str) -> None:
         """Raises a clear error when the outputs or labels cannot go into this loss."""

@@ -194,7 +194,7 @@ class GradientEngine:
 
                 jv = grad(jt_dot_v)(torch.zeros_like(outputs))
                 r_v = grad(lambda p: _dot(grad(weighted)(p), v))(params)
-            jv = jv.flatten(1)
+            jv = jv.reshape(len(jv), -1)
             (gn_v,) = pullback(torch.einsum("bcd,bd->bc", lam, jv).view_as(outputs))
         r_norm = torch.sqrt(sum((t.double() ** 2).sum() for t in r_v.values()))
         gn_norm = torch.sqrt(sum((t.double() ** 2).sum() for t in gn_v.values()))
