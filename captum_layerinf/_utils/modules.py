@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -161,6 +162,23 @@ def evaluation_state(model: nn.Module) -> Iterator[None]:
         for p, flag in flags:
             p.requires_grad_(flag)
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def output_transform(model: nn.Module, output_fn: Callable[[Any], Tensor] | None) -> Iterator[None]:
+    """Makes `model(...)` return `output_fn(model(...))` inside the context.
+
+    For models whose output is a tuple, a dict or a HuggingFace-style object: a forward
+    hook on the model, removed on exit (also on errors). Nothing happens for None.
+    """
+    if output_fn is None:
+        yield
+        return
+    handle = model.register_forward_hook(lambda _module, _args, out: output_fn(out))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from .._utils.modules import (
     evaluation_state,
     layer_parameter_names,
     model_device,
+    output_transform,
     resolve_layers,
 )
 from ._check import FidelityReport, check_fidelity
@@ -83,6 +84,9 @@ class LayerInfluence(DataInfluence):
             `[d_out, d_in]` matrix: `query_rank (d_out + d_in)` numbers instead of
             `d_out d_in` (for VGG16's fc6, 30 k instead of 103 M at rank 1). An
             approximation for the test side only; None keeps it exact.
+        output_fn: For a model whose output is not a tensor (a tuple, a dict, a
+            HuggingFace-style object): `output_fn(output) -> Tensor [batch, ...]` picks the
+            outputs the loss is computed on, e.g. `lambda out: out["logits"]`.
 
     Examples:
         >>> li = LayerInfluence(model, train_ds)
@@ -104,11 +108,15 @@ class LayerInfluence(DataInfluence):
         checkpoints_load_func: Any | None = None,
         learning_rates: Sequence[float] | None = None,
         query_rank: int | None = None,
+        output_fn: Callable[[Any], Tensor] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module; got {type(model).__name__}.")
         if not isinstance(damping, (int, float)) or damping < 0 or damping != damping:
             raise ValueError(f"damping must be a number >= 0; got {damping!r}.")
+        if output_fn is not None and not callable(output_fn):
+            raise TypeError(f"output_fn must be callable; got {type(output_fn).__name__}.")
+        self.output_fn = output_fn
         self.model = model
         self.train_dataset = train_dataset
         self.damping = float(damping)
@@ -215,7 +223,7 @@ class LayerInfluence(DataInfluence):
             if inputs is None
             else as_dataloader(inputs, self.batch_size, "inputs")
         )
-        with evaluation_state(self.model):
+        with evaluation_state(self.model), output_transform(self.model, self.output_fn):
             strategy, ctx = self._fit("layers", show_progress)
             if strategy.delegates_scoring:
                 return strategy.self_scores(ctx, loader).to(self._dtype)
@@ -266,7 +274,7 @@ class LayerInfluence(DataInfluence):
             >>> report = LayerInfluence(model, train, hessian="ekfac").check((x, y))
             >>> report.pearson            # Tensor [n_layers]
         """
-        with evaluation_state(self.model):
+        with evaluation_state(self.model), output_transform(self.model, self.output_fn):
             return check_fidelity(
                 self, inputs, n_test, n_train, reference, seed, warn_below, show_progress
             )
@@ -380,7 +388,7 @@ class LayerInfluence(DataInfluence):
             raise ValueError(f"k must be a positive int or None; got {k!r}.")
         test_loader = as_dataloader(inputs, self.batch_size, "inputs")
         collector = ScoreCollector(k, proponents)
-        with evaluation_state(self.model):
+        with evaluation_state(self.model), output_transform(self.model, self.output_fn):
             for chunk in self._chunks(which, test_loader, show_progress):
                 collector.add(chunk.sum(0) if reduce_blocks else chunk)
         result = collector.result()
