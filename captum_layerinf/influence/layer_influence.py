@@ -75,7 +75,8 @@ class LayerInfluence(DataInfluence):
             manifest, the run's arguments and a fingerprint of model, data and settings; a
             rerun computes only missing chunks, and reads everything when all are there.
             Another run's directory is refused. See `ScoreStore`.
-        checkpoints: For `hessian="tracin"`: checkpoint paths or state dicts, c = 1..C.
+        checkpoints: For `hessian="tracin"`: checkpoint paths or state dicts, c = 1..C, or a
+            directory of checkpoint files (natural sort order).
         checkpoints_load_func: For "tracin": `f(model, checkpoint)` loading one checkpoint
             into the model; default `torch.load(path, weights_only=True)` + `load_state_dict`.
         learning_rates: For "tracin": η_c per checkpoint (default 1.0 each).
