@@ -111,6 +111,22 @@ class ExampleLoss:
         with torch.no_grad():
             return vmap(hessian(flat_loss))(outputs.detach().reshape(len(outputs), -1), labels)
 
+    def output_hessian_factor(self, outputs: Tensor, labels: Tensor) -> Tensor:
+        """Columns whose outer products sum to each example's output Hessian.
+
+        `Λ_b = Σ_j F[b, :, j] F[b, :, j]ᵀ`, columns by decreasing eigenvalue; negative
+        eigenvalues (a loss that is not convex in the outputs) are set to zero, which keeps
+        the positive semi-definite part (the generalised Gauss-Newton matrix).
+
+        Returns:
+            `Tensor [n, C, C]` in float64, C as in `output_hessian`; column j of example b,
+            reshaped to the outputs' shape, is a cotangent for a backward pass.
+        """
+        lam = self.output_hessian(outputs, labels).double()
+        values, vectors = torch.linalg.eigh((lam + lam.transpose(1, 2)) / 2)
+        values, vectors = values.flip(1).clamp_min(0), vectors.flip(2)
+        return vectors * values.sqrt()[:, None, :]
+
     def check_labels(self, labels: Tensor, outputs: Any, what: str) -> None:
         """Raises a clear error when the outputs or labels cannot go into this loss."""
         if not isinstance(outputs, Tensor):

@@ -81,6 +81,8 @@ def test_output_hessians_are_those_of_the_losses():
     assert torch.allclose(smooth, softmax_hessian)
     l1 = ExampleLoss(nn.L1Loss()).output_hessian(out, target)
     assert torch.equal(l1, torch.zeros_like(l1))
+    factor = ExampleLoss(nn.BCEWithLogitsLoss()).output_hessian_factor(out, target.sigmoid())
+    assert torch.allclose(factor @ factor.transpose(1, 2), bce)
 
 
 def test_per_example_losses_follow_the_reduction_rule():
