@@ -184,8 +184,9 @@ class GradientEngine:
                 jv = jvp(forward, (params,), (v,))[1]
                 return jv, jvp(grad(weighted), (params,), (v,))[1]
 
-            if self.uses_forward_ad(forward_mode):
-                jv, r_v = forward_mode()
+            probed: list = []
+            if self.uses_forward_ad(lambda: probed.append(forward_mode())):
+                jv, r_v = probed[0] if probed else forward_mode()
             else:
                 # J v as the gradient of the linear map u -> (Jᵀ u)·v; R v as the gradient
                 # of (∇ weighted)·v: two reverse passes each.
