@@ -53,14 +53,18 @@ class LayerInfluence(DataInfluence):
     and the full Hessian (Eq. 5).
 
     Args:
-        model: A classifier returning logits `[batch, classes]`. Evaluated in eval mode
+        model: A model returning outputs `[batch, ...]` (logits `[batch, classes]` for
+            cross-entropy; see `output_fn` for other outputs). Evaluated in eval mode
             (a model in training mode is switched, with a warning, and restored).
         train_dataset: A Dataset or a non-shuffling DataLoader whose batches are
             `(*inputs, labels)`, or such a tuple of tensors.
         layers: Dotted module names from `model.named_modules()`; default: every module
             owning trainable parameters, in forward order. Naming a frozen layer computes it.
         loss_fn: Per-example loss; default cross-entropy. A loss module with any
-            `reduction` is used per example (a copy with `reduction="none"`).
+            `reduction` is used per example (a copy with `reduction="none"`), its
+            non-batch dimensions averaged for "mean" and summed otherwise; a function
+            `(outputs, targets) -> Tensor [batch]` or `[batch, ...]` (summed). Regression,
+            multi-label and label-smoothing losses all work.
         hessian: A strategy name or a strategy's Settings instance, e.g.
             `EKFACSettings(fisher="sampled")`: "exact" (dense blocks), "cg" (conjugate
             gradient, exact Hessian-vector products), "lissa" (stochastic Neumann series),
