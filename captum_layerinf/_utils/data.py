@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from numbers import Number
 from typing import Any
@@ -21,7 +22,10 @@ def as_dataloader(data: Any, batch_size: int, what: str) -> DataLoader:
         what: Name of the argument, for error messages.
 
     Returns:
-        A DataLoader whose batches are tuples `(*inputs, labels)` in a fixed order.
+        A DataLoader whose batches are tuples `(*inputs, labels)` in a fixed order. Its
+        iterations do not draw from the global torch RNG (a DataLoader without a
+        `generator` draws a worker seed from it on every pass): a DataLoader given without
+        one is used through a shallow copy with a private generator.
     """
     if isinstance(data, DataLoader):
         if isinstance(data.sampler, RandomSampler):
@@ -29,6 +33,9 @@ def as_dataloader(data: Any, batch_size: int, what: str) -> DataLoader:
                 f"`{what}` is a DataLoader that shuffles, so example indices would change between "
                 "passes. Pass a DataLoader built with shuffle=False, or the Dataset itself."
             )
+        if data.generator is None:
+            data = copy.copy(data)
+            data.generator = torch.Generator()
         return data
     if isinstance(data, (tuple, list)):
         if len(data) < 2 or not all(isinstance(t, Tensor) for t in data):
@@ -36,11 +43,18 @@ def as_dataloader(data: Any, batch_size: int, what: str) -> DataLoader:
                 f"`{what}` as a tuple must hold tensors `(*inputs, labels)`; got "
                 f"{[type(t).__name__ for t in data]}."
             )
+        if any(t.dim() == 0 for t in data):
+            raise ValueError(
+                f"`{what}` holds a 0-d tensor (shapes {[tuple(t.shape) for t in data]}); "
+                "every element needs the batch as first dimension. For a single example "
+                "pass (x.unsqueeze(0), y.unsqueeze(0)), or x[None] and y[None]."
+            )
         lengths = {len(t) for t in data}
         if len(lengths) != 1:
             raise ValueError(
                 f"`{what}`: inputs and labels must have the same first dimension; got shapes "
-                f"{[tuple(t.shape) for t in data]}."
+                f"{[tuple(t.shape) for t in data]}. A single example needs a batch "
+                "dimension too: x.unsqueeze(0)."
             )
         data = TensorDataset(*data)
     if not isinstance(data, Dataset):
@@ -51,7 +65,7 @@ def as_dataloader(data: Any, batch_size: int, what: str) -> DataLoader:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
     _check_first_item(data, what)
-    return DataLoader(data, batch_size=batch_size, shuffle=False)
+    return DataLoader(data, batch_size=batch_size, shuffle=False, generator=torch.Generator())
 
 
 def _check_first_item(data: Dataset, what: str) -> None:

@@ -4,26 +4,57 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 
 def parameterised_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Modules that own parameters directly (not through children), by dotted name."""
-    return {
-        name: module
-        for name, module in model.named_modules()
-        if any(True for _ in module.parameters(recurse=False))
-    }
+    """Modules that own parameters directly (not through children), by dotted name.
+
+    A parameter shared by several modules (tied weights, `b.weight = a.weight`) is owned
+    by the first of them in `model.named_modules()` order, the name under which
+    `model.named_parameters()` lists it; a module whose parameters are all owned
+    elsewhere is not listed.
+    """
+    owned = _owned_names(model)
+    return {name: module for name, module in model.named_modules() if _own(module, name, owned)}
 
 
 def layer_parameter_names(model: nn.Module, layer: str) -> list[str]:
-    """Full dotted names (as in `model.named_parameters()`) of a layer's own parameters."""
-    module = model.get_submodule(layer)
+    """Full dotted names (as in `model.named_parameters()`) of a layer's own parameters.
+
+    Parameters shared with a module listed earlier are left out: they belong to that one.
+    """
+    return _own(model.get_submodule(layer), layer, _owned_names(model))
+
+
+def _own(module: nn.Module, layer: str, owned: dict[int, str]) -> list[str]:
     prefix = f"{layer}." if layer else ""
-    return [prefix + name for name, _ in module.named_parameters(recurse=False)]
+    return [
+        prefix + name
+        for name, p in module.named_parameters(recurse=False)
+        if owned.get(id(p)) == prefix + name
+    ]
+
+
+def _owned_names(model: nn.Module) -> dict[int, str]:
+    """The name under which `model.named_parameters()` lists each parameter, by identity."""
+    return {id(p): name for name, p in model.named_parameters()}
+
+
+def shared_parameter_names(model: nn.Module) -> set[str]:
+    """Names (as in `model.named_parameters()`) of parameters that several modules use.
+
+    Their gradient sums the contributions of every module using them, so it cannot be
+    formed from one module's inputs and output gradients.
+    """
+    count: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        count[id(p)] = count.get(id(p), 0) + 1
+    return {name for name, p in model.named_parameters() if count[id(p)] > 1}
 
 
 def forward_order(model: nn.Module, names: Sequence[str], inputs: tuple[Tensor, ...]) -> list[str]:
@@ -87,8 +118,16 @@ def resolve_layers(
             shown = ", ".join(repr(v) for v in valid)
             hint = f"unknown layer {name!r}. "
             if _has_submodule(model, name):
-                kind = type(model.get_submodule(name)).__name__
+                module = model.get_submodule(name)
+                kind = type(module).__name__
                 hint = f"'{name}' is a {kind} that owns no parameters itself. "
+                owners = _owned_names(model)
+                shared = [owners[id(p)] for p in module.parameters(recurse=False)]
+                if shared:
+                    hint = (
+                        f"'{name}' is a {kind} whose parameters are shared with another module "
+                        f"and attributed to it, once: {', '.join(shared)}. "
+                    )
             raise ValueError(f"{hint}Valid layer names: {shown}.")
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers contains duplicates: {layers}.")
@@ -123,6 +162,23 @@ def evaluation_state(model: nn.Module) -> Iterator[None]:
         for p, flag in flags:
             p.requires_grad_(flag)
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def output_transform(model: nn.Module, output_fn: Callable[[Any], Tensor] | None) -> Iterator[None]:
+    """Makes `model(...)` return `output_fn(model(...))` inside the context.
+
+    For models whose output is a tuple, a dict or a HuggingFace-style object: a forward
+    hook on the model, removed on exit (also on errors). Nothing happens for None.
+    """
+    if output_fn is None:
+        yield
+        return
+    handle = model.register_forward_hook(lambda _module, _args, out: output_fn(out))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -1,12 +1,15 @@
-"""Per-example gradients, logit Jacobians and Hessian products with torch.func."""
+"""Per-example gradients, output Jacobians and Hessian products with torch.func."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, jacrev, jvp, vjp, vmap
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 from .._utils.losses import ExampleLoss
 
@@ -18,12 +21,28 @@ class LogitCurvature:
     """Pieces of the Gauss-Newton block of one batch.
 
     Attributes:
-        jacobians: Per-example logit Jacobians, `Tensor [B, C, *param.shape]` per parameter.
-        loss_hessian: Hessian of each example's loss w.r.t. its logits, `Tensor [B, C, C]`.
+        jacobians: Per-example output Jacobians, `Tensor [B, C, *param.shape]` per parameter
+            (the outputs of an example flattened to C values).
+        loss_hessian: Hessian of each example's loss w.r.t. its outputs, `Tensor [B, C, C]`.
     """
 
     jacobians: Params
     loss_hessian: Tensor
+
+
+class twice_differentiable(TorchFunctionMode):  # noqa: N801 (used as a context manager)
+    """Evaluates ops whose second derivatives PyTorch lacks through equivalent ones.
+
+    `F.hardsigmoid` (torchvision's MobileNetV3 and EfficientNet squeeze-excitation) has
+    neither a forward-mode nor a double-backward derivative; inside this context it is
+    computed as `relu6(x + 3) / 6`, the same function, whose derivatives exist.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.hardsigmoid:
+            return F.relu6(args[0] + 3) / 6
+        return func(*args, **kwargs)
 
 
 class GradientEngine:
@@ -41,6 +60,7 @@ class GradientEngine:
         self.model = model
         self.loss = loss
         self.params = {n: p.detach() for n, p in model.named_parameters()}
+        self._forward_ad: bool | None = None
 
     def _select(self, names: list[str]) -> Params:
         return {n: self.params[n] for n in names}
@@ -102,13 +122,35 @@ class GradientEngine:
     def logit_curvature(
         self, inputs: tuple[Tensor, ...], labels: Tensor, names: list[str]
     ) -> LogitCurvature:
-        """Per-example logit Jacobians and loss Hessians w.r.t. the logits."""
+        """Per-example output Jacobians and loss Hessians w.r.t. the outputs.
+
+        Outputs of any shape `[B, ...]` are flattened to `C` values per example.
+        """
         in_dims = (None,) + (0,) * len(inputs)
+
+        def flat_one(params: Params, *x: Tensor) -> Tensor:
+            return self._forward_one(params, *x).reshape(-1)
+
         with torch.no_grad():
-            jac = vmap(jacrev(self._forward_one), in_dims=in_dims)(self._select(names), *inputs)
-            logits = self.model(*inputs)
-            lam = vmap(torch.func.hessian(self.loss.single))(logits, labels)
+            jac = vmap(jacrev(flat_one), in_dims=in_dims)(self._select(names), *inputs)
+            outputs = self.model(*inputs)
+            lam = self.loss.output_hessian(outputs, labels)
         return LogitCurvature(jac, lam)
+
+    def uses_forward_ad(self, probe: Callable[[], object]) -> bool:
+        """Whether forward-mode AD works through the model (decided once, by `probe()`).
+
+        Some ops, and custom autograd Functions without a `jvp`, have no forward-mode
+        derivative; Hessian products then use reverse-over-reverse differentiation, which
+        gives the same values.
+        """
+        if self._forward_ad is None:
+            try:
+                probe()
+                self._forward_ad = True
+            except (NotImplementedError, RuntimeError):
+                self._forward_ad = False
+        return self._forward_ad
 
     def curvature_residual(
         self, inputs: tuple[Tensor, ...], labels: Tensor, names: list[str], seed: int = 0
@@ -116,7 +158,7 @@ class GradientEngine:
         """Relative size of the Hessian term that Gauss-Newton leaves out, on one batch.
 
         The Hessian of the loss w.r.t. parameters is `Jᵀ Λ J + Σ_c (∂L/∂f_c) ∇²f_c`. The
-        second term vanishes when the logits are piecewise linear in these parameters
+        second term vanishes when the outputs are piecewise linear in these parameters
         (ReLU, max-pool, eval-mode batch-norm after the layer). Returns `‖R v‖ / ‖Jᵀ Λ J v‖`
         for a random `v`, where `R` is that second term: 0.0 means Gauss-Newton is exact.
         """
@@ -130,17 +172,31 @@ class GradientEngine:
         def forward(p: Params) -> Tensor:
             return functional_call(self.model, p, inputs)
 
-        with torch.no_grad():
-            logits, jv = jvp(forward, (params,), (v,))
-            dlogits = vmap(grad(self.loss.single))(logits, labels)
-            lam = vmap(torch.func.hessian(self.loss.single))(logits, labels)
-            _, pullback = vjp(forward, params)
-            (gn_v,) = pullback(torch.einsum("bcd,bd->bc", lam, jv))
+        with torch.no_grad(), twice_differentiable():
+            outputs, pullback = vjp(forward, params)
+            dout = vmap(grad(self.loss.single))(outputs, labels)
+            lam = self.loss.output_hessian(outputs, labels)
 
             def weighted(p: Params) -> Tensor:
-                return (forward(p) * dlogits).sum()
+                return (forward(p) * dout).sum()
 
-            _, r_v = jvp(grad(weighted), (params,), (v,))
+            def forward_mode() -> tuple[Tensor, Params]:
+                jv = jvp(forward, (params,), (v,))[1]
+                return jv, jvp(grad(weighted), (params,), (v,))[1]
+
+            probed: list = []
+            if self.uses_forward_ad(lambda: probed.append(forward_mode())):
+                jv, r_v = probed[0] if probed else forward_mode()
+            else:
+                # J v as the gradient of the linear map u -> (Jᵀ u)·v; R v as the gradient
+                # of (∇ weighted)·v: two reverse passes each.
+                def jt_dot_v(u: Tensor) -> Tensor:
+                    return _dot(vjp(forward, params)[1](u)[0], v)
+
+                jv = grad(jt_dot_v)(torch.zeros_like(outputs))
+                r_v = grad(lambda p: _dot(grad(weighted)(p), v))(params)
+            jv = jv.reshape(len(jv), -1)
+            (gn_v,) = pullback(torch.einsum("bcd,bd->bc", lam, jv).view_as(outputs))
         r_norm = torch.sqrt(sum((t.double() ** 2).sum() for t in r_v.values()))
         gn_norm = torch.sqrt(sum((t.double() ** 2).sum() for t in gn_v.values()))
         if r_norm == 0:
@@ -155,11 +211,16 @@ class GradientEngine:
         vectors: Tensor,
         chunk_size: int | None = None,
     ) -> Tensor:
-        """Hessian of the batch's SUMMED loss w.r.t. `names` times each row of `vectors [m, P]`."""
+        """Hessian of the batch's SUMMED loss w.r.t. `names` times each row of `vectors [m, P]`.
+
+        Forward-over-reverse (`jvp` of `grad`) where the model supports forward-mode AD,
+        reverse-over-reverse (`vjp` of `grad`, the Hessian being symmetric) otherwise.
+        """
         params = self._select(names)
         shapes = [p.shape for p in params.values()]
         sizes = [p.numel() for p in params.values()]
         theta = flatten(params.values())
+        vectors = vectors.to(theta.dtype)
 
         def total(flat: Tensor) -> Tensor:
             parts = flat.split(sizes)
@@ -169,8 +230,11 @@ class GradientEngine:
         def one(v: Tensor) -> Tensor:
             return jvp(grad(total), (theta,), (v,))[1]
 
-        with torch.no_grad():
-            return vmap(one, chunk_size=chunk_size)(vectors.to(theta.dtype))
+        with torch.no_grad(), twice_differentiable():
+            if self.uses_forward_ad(lambda: one(vectors[0])):
+                return vmap(one, chunk_size=chunk_size)(vectors)
+            _, pullback = vjp(grad(total), theta)
+            return vmap(lambda v: pullback(v)[0], chunk_size=chunk_size)(vectors)
 
     def hessian(
         self, inputs: tuple[Tensor, ...], labels: Tensor, names: list[str], chunk_size: int
@@ -180,6 +244,10 @@ class GradientEngine:
         dtype = self.params[names[0]].dtype
         eye = torch.eye(numel, dtype=dtype, device=self.params[names[0]].device)
         return self.hvp(inputs, labels, names, eye, chunk_size)
+
+
+def _dot(a: Params, b: Params) -> Tensor:
+    return sum((a[n] * b[n]).sum() for n in a)
 
 
 def flatten(tensors, start_dim: int = 0) -> Tensor:

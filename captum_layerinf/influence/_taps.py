@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .._utils.modules import shared_parameter_names
+
 
 @dataclass(frozen=True)
 class StructuredLayer:
@@ -87,6 +89,8 @@ def structured_layer(model: nn.Module, layers, param_names) -> StructuredLayer |
     names = set(param_names)
     if weight not in names or names - {weight, bias}:
         return None
+    if names & shared_parameter_names(model):
+        return None  # tied weights: their gradient also flows through other modules
     has_bias = bias in names
     if isinstance(module, nn.Linear):
         d_in = module.in_features

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from .._utils.modules import (
     evaluation_state,
     layer_parameter_names,
     model_device,
+    output_transform,
     resolve_layers,
 )
 from ._check import FidelityReport, check_fidelity
@@ -52,14 +53,18 @@ class LayerInfluence(DataInfluence):
     and the full Hessian (Eq. 5).
 
     Args:
-        model: A classifier returning logits `[batch, classes]`. Evaluated in eval mode
+        model: A model returning outputs `[batch, ...]` (logits `[batch, classes]` for
+            cross-entropy; see `output_fn` for other outputs). Evaluated in eval mode
             (a model in training mode is switched, with a warning, and restored).
         train_dataset: A Dataset or a non-shuffling DataLoader whose batches are
             `(*inputs, labels)`, or such a tuple of tensors.
         layers: Dotted module names from `model.named_modules()`; default: every module
             owning trainable parameters, in forward order. Naming a frozen layer computes it.
         loss_fn: Per-example loss; default cross-entropy. A loss module with any
-            `reduction` is used per example (a copy with `reduction="none"`).
+            `reduction` is used per example (a copy with `reduction="none"`), its
+            non-batch dimensions averaged for "mean" and summed otherwise; a function
+            `(outputs, targets) -> Tensor [batch]` or `[batch, ...]` (summed). Regression,
+            multi-label and label-smoothing losses all work.
         hessian: A strategy name or a strategy's Settings instance, e.g.
             `EKFACSettings(fisher="sampled")`: "exact" (dense blocks), "cg" (conjugate
             gradient, exact Hessian-vector products), "lissa" (stochastic Neumann series),
@@ -74,7 +79,8 @@ class LayerInfluence(DataInfluence):
             manifest, the run's arguments and a fingerprint of model, data and settings; a
             rerun computes only missing chunks, and reads everything when all are there.
             Another run's directory is refused. See `ScoreStore`.
-        checkpoints: For `hessian="tracin"`: checkpoint paths or state dicts, c = 1..C.
+        checkpoints: For `hessian="tracin"`: checkpoint paths or state dicts, c = 1..C, or a
+            directory of checkpoint files (natural sort order).
         checkpoints_load_func: For "tracin": `f(model, checkpoint)` loading one checkpoint
             into the model; default `torch.load(path, weights_only=True)` + `load_state_dict`.
         learning_rates: For "tracin": η_c per checkpoint (default 1.0 each).
@@ -83,6 +89,9 @@ class LayerInfluence(DataInfluence):
             `[d_out, d_in]` matrix: `query_rank (d_out + d_in)` numbers instead of
             `d_out d_in` (for VGG16's fc6, 30 k instead of 103 M at rank 1). An
             approximation for the test side only; None keeps it exact.
+        output_fn: For a model whose output is not a tensor (a tuple, a dict, a
+            HuggingFace-style object): `output_fn(output) -> Tensor [batch, ...]` picks the
+            outputs the loss is computed on, e.g. `lambda out: out["logits"]`.
 
     Examples:
         >>> li = LayerInfluence(model, train_ds)
@@ -104,11 +113,15 @@ class LayerInfluence(DataInfluence):
         checkpoints_load_func: Any | None = None,
         learning_rates: Sequence[float] | None = None,
         query_rank: int | None = None,
+        output_fn: Callable[[Any], Tensor] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module; got {type(model).__name__}.")
         if not isinstance(damping, (int, float)) or damping < 0 or damping != damping:
             raise ValueError(f"damping must be a number >= 0; got {damping!r}.")
+        if output_fn is not None and not callable(output_fn):
+            raise TypeError(f"output_fn must be callable; got {type(output_fn).__name__}.")
+        self.output_fn = output_fn
         self.model = model
         self.train_dataset = train_dataset
         self.damping = float(damping)
@@ -215,7 +228,7 @@ class LayerInfluence(DataInfluence):
             if inputs is None
             else as_dataloader(inputs, self.batch_size, "inputs")
         )
-        with evaluation_state(self.model):
+        with evaluation_state(self.model), output_transform(self.model, self.output_fn):
             strategy, ctx = self._fit("layers", show_progress)
             if strategy.delegates_scoring:
                 return strategy.self_scores(ctx, loader).to(self._dtype)
@@ -266,7 +279,7 @@ class LayerInfluence(DataInfluence):
             >>> report = LayerInfluence(model, train, hessian="ekfac").check((x, y))
             >>> report.pearson            # Tensor [n_layers]
         """
-        with evaluation_state(self.model):
+        with evaluation_state(self.model), output_transform(self.model, self.output_fn):
             return check_fidelity(
                 self, inputs, n_test, n_train, reference, seed, warn_below, show_progress
             )
@@ -380,7 +393,7 @@ class LayerInfluence(DataInfluence):
             raise ValueError(f"k must be a positive int or None; got {k!r}.")
         test_loader = as_dataloader(inputs, self.batch_size, "inputs")
         collector = ScoreCollector(k, proponents)
-        with evaluation_state(self.model):
+        with evaluation_state(self.model), output_transform(self.model, self.output_fn):
             for chunk in self._chunks(which, test_loader, show_progress):
                 collector.add(chunk.sum(0) if reduce_blocks else chunk)
         result = collector.result()

@@ -118,3 +118,48 @@ def test_bad_tracin_arguments(trajectory):
         LayerInfluence(model, train, hessian="tracin", checkpoints=paths, learning_rates=[1, 2])
     with pytest.raises(TypeError, match=r"hessian='exact' takes no argument \['checkpoints'\]"):
         LayerInfluence(model, train, checkpoints=paths)
+
+
+def test_a_checkpoint_directory_is_read_in_natural_order(trajectory, tmp_path):
+    model, train, test, paths, _ = trajectory
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for i, name in zip([2, 0, 1], ["epoch10.pt", "epoch2.pt", "epoch9.pt"], strict=True):
+        (folder / name).write_bytes(open(paths[i], "rb").read())
+    (folder / ".lock").write_text("")
+    settings = TracInSettings(checkpoints=str(folder))
+    assert [c.rsplit("/", 1)[1] for c in settings.checkpoints] == [
+        "epoch2.pt",
+        "epoch9.pt",
+        "epoch10.pt",
+    ]
+    by_dir = LayerInfluence(model, train, hessian="tracin", checkpoints=folder)
+    by_list = LayerInfluence(model, train, hessian="tracin", checkpoints=paths)
+    assert rel_err(by_dir.influence(test.tensors), by_list.influence(test.tensors)) <= 1e-12
+    with pytest.raises(FileNotFoundError, match="neither a directory .* nor a file"):
+        TracInSettings(checkpoints=str(tmp_path / "missing"))
+
+
+def test_per_example_gradients_are_formed_in_bounded_chunks(trajectory, monkeypatch):
+    from captum_layerinf.influence.strategies import tracin
+
+    model, train, test, paths, _ = trajectory
+    biggest = 650 * 8  # the linear layer's gradient of one example, float64
+    seen = []
+
+    class Spy(tracin.BlockGradients):
+        def chunks(self, inputs, labels):
+            for i, rows, g in super().chunks(inputs, labels):
+                seen.append(g.numel() * g.element_size())
+                yield i, rows, g
+
+    monkeypatch.setattr(tracin, "BlockGradients", Spy)
+    whole = LayerInfluence(model, train, hessian="tracin", checkpoints=paths, learning_rates=RATES)
+    expected = whole.influence(test.tensors), whole.self_influence()
+    assert max(seen) > 3 * biggest
+    seen.clear()
+    small = TracInSettings(checkpoints=paths, learning_rates=RATES, chunk_bytes=3 * biggest)
+    chunked = LayerInfluence(model, train, hessian=small, batch_size=32)
+    assert rel_err(chunked.influence(test.tensors), expected[0]) <= 1e-12
+    assert rel_err(chunked.self_influence(), expected[1]) <= 1e-12
+    assert max(seen) <= 3 * biggest

@@ -50,7 +50,9 @@ class CaptumStrategy(CurvatureStrategy):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "checkpoint.pt")
             torch.save(ctx.model.state_dict(), path)
-            self._captum = [self._make(ctx, block, path) for block in blocks]
+            # Captum reseeds the global RNG (torch.manual_seed(42)) while it builds.
+            with torch.random.fork_rng(devices=[]):
+                self._captum = [self._make(ctx, block, path) for block in blocks]
 
     def _make(self, ctx: FitContext, block: Block, path: str) -> NaiveInfluenceFunction:
         # A model that is itself the layer has the name "", which Captum cannot look up.
@@ -72,11 +74,13 @@ class CaptumStrategy(CurvatureStrategy):
         """Captum's influence per block, times n, `Tensor [n_blocks, n_test, n_train]`."""
         per_batch = []
         for inputs, labels in ctx.checked(test_loader, "inputs", "Captum influence"):
-            per_batch.append(
-                torch.stack([c.influence((*inputs, labels)) for c in self._captum]) * self.n_train
-            )
+            # Captum iterates DataLoaders of its own, which draw from the global RNG.
+            with torch.random.fork_rng(devices=[]):
+                scores = torch.stack([c.influence((*inputs, labels)) for c in self._captum])
+            per_batch.append(scores * self.n_train)
         return torch.cat(per_batch, dim=1)
 
     def self_scores(self, ctx: FitContext, loader: DataLoader) -> Tensor:
         """Captum's self-influence per block, times n, `Tensor [n_blocks, n]`."""
-        return torch.stack([c.self_influence(loader) for c in self._captum]) * self.n_train
+        with torch.random.fork_rng(devices=[]):
+            return torch.stack([c.self_influence(loader) for c in self._captum]) * self.n_train

@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from .._gradients import GradientEngine
+from .._scoring import GRAD_CHUNK_BYTES, BlockGradients
 from .base import Block, CurvatureStrategy, FitContext, register_strategy
 
 
@@ -49,12 +52,34 @@ def restored_weights(model: nn.Module) -> Iterator[None]:
         model.load_state_dict(original)
 
 
+def _checkpoint_files(path: str | os.PathLike) -> list[str]:
+    """The checkpoint files of a directory in natural order, or a single file."""
+    folder = Path(path)
+    if folder.is_file():
+        return [os.fspath(folder)]
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"checkpoints={os.fspath(path)!r} is neither a directory of checkpoint files nor "
+            "a file; pass a directory, or a list of paths or state dicts."
+        )
+    files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
+    if not files:
+        raise ValueError(f"the checkpoint directory {os.fspath(path)!r} holds no files.")
+
+    def natural(f: Path) -> list:
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f.name)]
+
+    return [os.fspath(f) for f in sorted(files, key=natural)]
+
+
 @dataclass(frozen=True)
 class TracInSettings:
     """Settings of `hessian="tracin"`.
 
     Attributes:
-        checkpoints: Checkpoint paths or state dicts θ_1..θ_C along training.
+        checkpoints: Checkpoint paths or state dicts θ_1..θ_C along training, or (as in
+            Captum) a directory: its files, in natural sort order ("epoch2" before
+            "epoch10"), hidden files left out.
         learning_rates: η_c per checkpoint; default 1.0 each.
         checkpoints_load_func: `f(model, checkpoint)` that loads one checkpoint.
         projection_dim: If set, per-layer gradients of layers with more parameters are
@@ -62,16 +87,22 @@ class TracInSettings:
             inner products are kept up to about `sqrt(2 / d) · ‖a‖ ‖b‖` (one standard
             deviation) at `d / P` of the memory and time.
         seed: Seed of the projection matrices.
+        chunk_bytes: Largest per-example gradient chunk formed at once (Linear and Conv2d
+            gradients are formed from their layer inputs and output gradients per chunk).
     """
 
-    checkpoints: Sequence[Any] = ()
+    checkpoints: Sequence[Any] | str | os.PathLike = ()
     learning_rates: Sequence[float] | None = None
     checkpoints_load_func: Callable[[nn.Module, Any], Any] = load_checkpoint
     projection_dim: int | None = None
     seed: int = 0
+    chunk_bytes: int = GRAD_CHUNK_BYTES
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "checkpoints", tuple(self.checkpoints))
+        checkpoints = self.checkpoints
+        if isinstance(checkpoints, (str, os.PathLike)):
+            checkpoints = _checkpoint_files(checkpoints)
+        object.__setattr__(self, "checkpoints", tuple(checkpoints))
         if not self.checkpoints:
             raise ValueError(
                 "hessian='tracin' needs checkpoints=[...]: paths or state dicts saved along "
@@ -117,28 +148,40 @@ class TracInStrategy(CurvatureStrategy):
             self.settings.checkpoints_load_func(ctx.model, checkpoint)
             yield rate, GradientEngine(ctx.model, ctx.loss)
 
-    def _grads(self, engine: GradientEngine, x, y) -> list[Tensor]:
-        grads = engine.block_grads(x, y, self.blocks)
-        return [
-            (g if p is None else g @ p).double()
-            for g, p in zip(grads, self._projections, strict=True)
-        ]
+    def _projected(
+        self, source: BlockGradients, x: tuple[Tensor, ...], y: Tensor
+    ) -> Iterator[tuple[int, slice, Tensor]]:
+        """`(block, rows, grads [len(rows), d])` in float64, projected where set, in chunks."""
+        for i, rows, g in source.chunks(x, y):
+            p = self._projections[i]
+            yield i, rows, (g if p is None else g @ p).double()
+
+    def _source(self, ctx: FitContext, engine: GradientEngine) -> BlockGradients:
+        return BlockGradients(ctx.model, ctx.loss, engine, self.blocks, self.settings.chunk_bytes)
 
     def scores(self, ctx: FitContext, test_loader: DataLoader) -> Tensor:
         """TracIn scores `Tensor [n_blocks, n_test, n_train]`."""
         total = None
         with restored_weights(ctx.model):
             for c, (rate, engine) in enumerate(self._checkpoints(ctx)):
-                per_batch = [
-                    self._grads(engine, x, y) for x, y in ctx.checked(test_loader, "inputs", "test")
-                ]
-                test = [torch.cat([t[i] for t in per_batch]) for i in range(len(self.blocks))]
-                chunks = [
-                    torch.stack(
-                        [q @ g.T for q, g in zip(test, self._grads(engine, x, y), strict=True)]
+                source = self._source(ctx, engine)
+                test: list[list[Tensor]] = [[] for _ in self.blocks]
+                for x, y in ctx.checked(test_loader, "inputs", "test"):
+                    for i, _, g in self._projected(source, x, y):
+                        test[i].append(g)
+                queries = [torch.cat(t) for t in test]
+                chunks = []
+                for x, y in ctx.batches(f"TracIn checkpoint {c + 1}"):
+                    out = torch.zeros(
+                        len(self.blocks),
+                        len(queries[0]),
+                        len(y),
+                        dtype=torch.float64,
+                        device=y.device,
                     )
-                    for x, y in ctx.batches(f"TracIn checkpoint {c + 1}")
-                ]
+                    for i, rows, g in self._projected(source, x, y):
+                        out[i, :, rows] = queries[i] @ g.T
+                    chunks.append(out)
                 scores = rate * torch.cat(chunks, dim=-1)
                 total = scores if total is None else total + scores
         return total
@@ -148,12 +191,15 @@ class TracInStrategy(CurvatureStrategy):
         total = None
         with restored_weights(ctx.model):
             for rate, engine in self._checkpoints(ctx):
-                scores = rate * torch.cat(
-                    [
-                        torch.stack([(g**2).sum(-1) for g in self._grads(engine, x, y)])
-                        for x, y in ctx.checked(loader, "inputs", "TracIn self-influence")
-                    ],
-                    dim=1,
-                )
+                source = self._source(ctx, engine)
+                parts = []
+                for x, y in ctx.checked(loader, "inputs", "TracIn self-influence"):
+                    out = torch.zeros(
+                        len(self.blocks), len(y), dtype=torch.float64, device=y.device
+                    )
+                    for i, rows, g in self._projected(source, x, y):
+                        out[i, rows] = (g**2).sum(-1)
+                    parts.append(out)
+                scores = rate * torch.cat(parts, dim=1)
                 total = scores if total is None else total + scores
         return total

@@ -1,0 +1,127 @@
+"""Hessian-vector products where PyTorch lacks forward-mode AD (MobileNetV3-style ops)."""
+
+import pytest
+import torch
+from torch import nn
+
+from captum_layerinf import LayerInfluence
+from captum_layerinf._utils.losses import ExampleLoss
+from captum_layerinf.influence._gradients import GradientEngine
+from tests._threads import one_torch_thread
+from tests.conftest import rel_err
+
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
+
+
+class HandHardsigmoid(nn.Module):
+    """hardsigmoid written as `relu6(x + 3) / 6`: the same function, from other ops."""
+
+    def forward(self, x):
+        return nn.functional.relu6(x + 3) / 6
+
+
+class SquashFn(torch.autograd.Function):
+    """`x / (1 + |x|)` with a hand-written backward and no forward-mode derivative."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x / (1 + x.abs())
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g / (1 + x.abs()) ** 2
+
+
+class Squash(nn.Module):
+    def forward(self, x):
+        return SquashFn.apply(x)
+
+
+class SqueezeExcite(nn.Module):
+    """MobileNetV3's squeeze-excitation: channel gates through hardsigmoid."""
+
+    def __init__(self, channels: int, gate: type[nn.Module]) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, 2, 1)
+        self.fc2 = nn.Conv2d(2, channels, 1)
+        self.gate = gate()
+
+    def forward(self, x):
+        s = x.mean((2, 3), keepdim=True)
+        return x * self.gate(self.fc2(torch.relu(self.fc1(s))))
+
+
+def mobile(gate: type[nn.Module] = nn.Hardsigmoid, act: type[nn.Module] = nn.Hardswish):
+    torch.manual_seed(0)
+    return (
+        nn.Sequential(
+            nn.Conv2d(1, 3, 3),
+            act(),
+            SqueezeExcite(3, gate),
+            nn.Flatten(),
+            nn.Linear(27, 3),
+        )
+        .double()
+        .eval()
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 1, 5, 5, generator=gen, dtype=torch.float64)
+    return (x, torch.arange(10) % 3), (x[:3], torch.tensor([0, 1, 2]))
+
+
+@pytest.mark.slow
+def test_cg_equals_exact_with_hardswish_and_hardsigmoid(data):
+    train, test = data
+    model = mobile()
+    exact = LayerInfluence(model, train, damping=0.1).influence(test)
+    cg = LayerInfluence(model, train, damping=0.1, hessian="cg").influence(test)
+    assert rel_err(cg, exact) <= 1e-5
+    # The same network with hardsigmoid written by hand needs no rewriting.
+    by_hand = mobile(gate=HandHardsigmoid)
+    assert rel_err(LayerInfluence(by_hand, train, damping=0.1).influence(test), exact) <= 1e-8
+
+
+def test_reverse_over_reverse_equals_forward_over_reverse(data):
+    (x, y), _ = data
+    model = mobile(act=nn.Tanh, gate=nn.Sigmoid)
+    names = [n for n, _ in model.named_parameters()]
+    vectors = torch.randn(4, sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    forward = GradientEngine(model, ExampleLoss())
+    reverse = GradientEngine(model, ExampleLoss())
+    reverse._forward_ad = False
+    products = [e.hvp((x,), y, names, vectors) for e in (forward, reverse)]
+    assert rel_err(products[1], products[0]) < 1e-12
+    residuals = [e.curvature_residual((x,), y, ["2.fc1.weight"]) for e in (forward, reverse)]
+    assert residuals[0] > 1e-3
+    assert residuals[1] == pytest.approx(residuals[0], rel=1e-10)
+    assert forward._forward_ad is True
+
+
+def test_an_op_without_forward_mode_ad_falls_back_to_reverse_mode(data):
+    train, test = data
+    model = mobile(act=Squash, gate=nn.Sigmoid)
+    li = LayerInfluence(model, train, damping=0.1, layers=["0", "2.fc2"])
+    scores = li.influence(test)
+    strategy, ctx = li._fitted["layers"]
+    assert ctx.engine._forward_ad is False
+    assert strategy.method == ["hessian", "hessian"]
+    # The same function from differentiable ops, through forward-over-reverse.
+    smooth = mobile(act=lambda: _SmoothSquash(), gate=nn.Sigmoid)
+    expected = LayerInfluence(smooth, train, damping=0.1, layers=["0", "2.fc2"]).influence(test)
+    assert rel_err(scores, expected) <= 1e-10
+
+
+class _SmoothSquash(nn.Module):
+    def forward(self, x):
+        return x / (1 + x.abs())
