@@ -21,6 +21,7 @@ from .._utils.modules import (
     layer_parameter_names,
     model_device,
     resolve_layers,
+    warn_low_precision,
 )
 from ._check import FidelityReport, check_fidelity
 from ._collect import ScoreCollector
@@ -107,8 +108,11 @@ class LayerInfluence(DataInfluence):
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module; got {type(model).__name__}.")
-        if not isinstance(damping, (int, float)) or damping < 0 or damping != damping:
-            raise ValueError(f"damping must be a number >= 0; got {damping!r}.")
+        if not isinstance(damping, (int, float)) or not 0 <= damping < float("inf"):
+            raise ValueError(
+                f"damping must be a number >= 0 and finite; got {damping!r} (a typical value "
+                "is 1e-3 to 1e-1, or the weight decay the model was trained with)."
+            )
         self.model = model
         self.train_dataset = train_dataset
         self.damping = float(damping)
@@ -136,6 +140,7 @@ class LayerInfluence(DataInfluence):
         self.loss = ExampleLoss(loss_fn)
         self.device = model_device(model)
         check_finite_weights(model)
+        warn_low_precision(model)
         with evaluation_state(model):
             inputs, _ = next(iter_batches(self.train_dataloader, self.device, "train_dataset"))
             self.layer_names = resolve_layers(model, layers, inputs)
