@@ -39,9 +39,9 @@ def digest(obj: Any) -> str:
     return h.hexdigest()
 
 
-def _feed_tensor(h, t: Tensor, shape: bool = True) -> None:
+def _feed_tensor(h, t: Tensor) -> None:
     t = t.detach().cpu().contiguous()
-    h.update(f"T{t.dtype}{tuple(t.shape) if shape else tuple(t.shape[1:])}".encode())
+    h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
     h.update(t.reshape(-1).view(torch.uint8).numpy().data)
 
 
@@ -235,17 +235,25 @@ class _PathLike(os.PathLike):
 def loader_digest(loader: DataLoader, what: str) -> tuple[str, list[int]]:
     """Hash of the examples of `loader` and its batch sizes, in one pass (on the CPU).
 
-    The hash is of the examples alone (each batch element position hashed as one stream),
-    so the same data in other batch sizes hashes alike; the sizes are returned apart.
+    The hash is of the examples alone (each batch element position hashed as one stream
+    of bytes, its dtype and per-example shape whenever they change), so the same data in
+    other batch sizes hashes alike; the sizes are returned apart.
     """
     streams: list[Any] = []
+    headers: list[str] = []
     sizes = []
     for inputs, labels in iter_batches(loader, torch.device("cpu"), what):
         parts = (*inputs, labels)
         while len(streams) < len(parts):
             streams.append(hashlib.blake2b(digest_size=16))
-        for h, t in zip(streams, parts, strict=False):
-            _feed_tensor(h, t, shape=False)
+            headers.append("")
+        for i, t in enumerate(parts):
+            t = t.detach().contiguous()
+            header = f"T{t.dtype}{tuple(t.shape[1:])}"
+            if header != headers[i]:
+                streams[i].update(header.encode())
+                headers[i] = header
+            streams[i].update(t.reshape(-1).view(torch.uint8).numpy().data)
         sizes.append(len(labels))
     total = hashlib.blake2b(digest_size=16)
     for h in streams:
