@@ -110,8 +110,9 @@ class LayerInfluence(DataInfluence):
             raise TypeError(f"model must be an nn.Module; got {type(model).__name__}.")
         if not isinstance(damping, (int, float)) or not 0 <= damping < float("inf"):
             raise ValueError(
-                f"damping must be a number >= 0 and finite; got {damping!r} (a typical value "
-                "is 1e-3 to 1e-1, or the weight decay the model was trained with)."
+                f"damping must be a number >= 0; got {damping!r}. It must be finite (infinite "
+                "damping makes every score 0); a typical value is 1e-3 to 1e-1, or the weight "
+                "decay the model was trained with."
             )
         self.model = model
         self.train_dataset = train_dataset
