@@ -41,6 +41,7 @@ from ._store import (
     atomic_write,
     locked,
     read_json_object,
+    remove_stale_temporaries,
     write_json,
 )
 from .strategies import CurvatureStrategy, FitContext, make_strategy
@@ -184,8 +185,10 @@ def _claim_root(root: Path, parts: dict[str, str], arguments: dict[str, Any]) ->
                 )
             # Identity first: a kill between the two files leaves a claimed directory.
             write_json(root / FINGERPRINT, {"components": parts, "fingerprint": digest(parts)})
-            write_json(root / "arguments.json", arguments)
         _check_root(root, parts)
+        if not (root / "arguments.json").is_file():
+            write_json(root / "arguments.json", arguments)
+        remove_stale_temporaries(root)
 
 
 def open_store(

@@ -134,7 +134,7 @@ def locked(folder: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _remove_stale_temporaries(folder: Path) -> None:
+def remove_stale_temporaries(folder: Path) -> None:
     """Deletes temporary files left by killed processes (named `.NAME.PID.tmp`)."""
     for tmp in folder.glob(".*.tmp"):
         try:
@@ -235,7 +235,7 @@ class ScoreStore:
                 "Use another output_dir, or delete this directory to start over."
             )
         if clean:
-            _remove_stale_temporaries(path / "chunks")
+            remove_stale_temporaries(path / "chunks")
         return store
 
     @classmethod
