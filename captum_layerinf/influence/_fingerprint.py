@@ -194,7 +194,9 @@ def module_code(model: nn.Module) -> list[Any]:
     out = []
     for name, m in model.named_modules():
         attributes = {
-            k: v for k, v in vars(m).items() if not k.startswith("_") and isinstance(v, _SIMPLE)
+            k: v
+            for k, v in vars(m).items()
+            if not k.startswith("_") and k != "training" and isinstance(v, _SIMPLE)
         }
         hooks = [
             [_code_digest(f) for f in getattr(m, kind).values()]
