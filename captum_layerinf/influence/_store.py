@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -33,6 +32,11 @@ from captum.influence._utils.common import KMostInfluentialResults
 from torch import Tensor
 
 from ._collect import ScoreCollector
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; directories are not shared between processes there
+    fcntl = None  # type: ignore[assignment]
 
 MANIFEST = "manifest.json"
 FORMAT = 2
@@ -113,10 +117,14 @@ def read_json_object(path: Path, required: dict[str, type], fix: str) -> dict[st
 
 @contextlib.contextmanager
 def locked(folder: Path) -> Iterator[None]:
-    """Holds an exclusive `flock` on `folder/.lock` (shared by threads of one process too).
+    """Holds an exclusive `flock` on `folder/.lock` (also against threads of this process).
 
-    On read-only media, where nobody can write, the lock is skipped.
+    On read-only media, where nobody can write, the lock is skipped; so it is where
+    `fcntl` does not exist (Windows).
     """
+    if fcntl is None:
+        yield
+        return
     try:
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:

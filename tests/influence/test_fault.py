@@ -22,7 +22,7 @@ from ._procs import WORKER, env
 pytestmark = pytest.mark.slow
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
-TRIALS = 4
+TRIALS = 3
 
 
 def test_a_killed_run_resumes_to_identical_scores(tmp_path):
