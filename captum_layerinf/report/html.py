@@ -42,6 +42,29 @@ def _anchor(key: object) -> str:
     return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in str(key))
 
 
+_SECTION_FIELDS = {"key": str, "title": str, "guide": str, "tables": list, "figures": list}
+
+
+def _read_sections(index: Path) -> list[dict]:
+    """The sections of `sections.json`, checked field by field."""
+    fix = "Regenerate it with `captum-layerinf run` (finished stages are read, not recomputed)."
+    try:
+        sections = json.loads(index.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{index} is not valid JSON ({e}). {fix}") from e
+    if not isinstance(sections, list):
+        raise ValueError(f"{index} must hold a list of sections. {fix}")
+    for i, s in enumerate(sections):
+        bad = [
+            k
+            for k, t in _SECTION_FIELDS.items()
+            if not isinstance(s, dict) or not isinstance(s.get(k), t)
+        ]
+        if bad:
+            raise ValueError(f"{index}: section {i} lacks or mangles the field(s) {bad}. {fix}")
+    return sections
+
+
 def _figure(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
@@ -75,7 +98,7 @@ def write_report(out_dir: str | Path, title: str = "Disturbance study") -> Path:
             f"{index} not found: {out_dir} is not a finished study run. Run "
             "`captum-layerinf run CONFIG.json --out DIR` (or `demo`) first."
         )
-    sections = json.loads(index.read_text())
+    sections = _read_sections(index)
     config = out_dir / "config.json"
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

@@ -45,3 +45,12 @@ def test_files_outside_the_study_folder_are_never_embedded(tmp_path, where):
     with pytest.raises(ValueError, match=r"lies outside the study folder.*only files inside"):
         write_report(study)
     assert not (study / "report.html").exists()
+
+
+@pytest.mark.parametrize("content", ["", "{}", '[{"key": "a"}]', "[1]"])
+def test_a_damaged_sections_file_is_named(tmp_path, content):
+    (tmp_path / "sections.json").write_text(content)
+    with pytest.raises(
+        ValueError, match=r"sections.json( is not valid JSON| must hold|: section 0 lacks)"
+    ):
+        write_report(tmp_path)
