@@ -54,7 +54,8 @@ def as_dataloader(data: Any, batch_size: int, what: str) -> DataLoader:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
     _check_first_item(data, what)
-    return DataLoader(data, batch_size=batch_size, shuffle=False)
+    # An own generator: iterating draws a worker base seed, never from the caller's RNG.
+    return DataLoader(data, batch_size=batch_size, shuffle=False, generator=torch.Generator())
 
 
 def _check_order(loader: DataLoader, what: str) -> None:
