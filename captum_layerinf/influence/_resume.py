@@ -201,13 +201,14 @@ def open_store(
         li._store_key = run_fingerprint(li)
     parts, sizes = li._store_key
     root = Path(li.output_dir)
-    lead = shard is None or shard.rank == 0
-    if lead:
+
+    def claim() -> None:
         if not root.is_dir():
             root.mkdir(parents=True, exist_ok=True)
         _claim_root(root, parts, run_arguments(li, sizes, shard.world if shard else 1))
+
+    _on_lead(shard, claim)
     if shard is not None:
-        shard.barrier()
         _check_root(root, parts)
     test_key, test_sizes = loader_digest(test_loader, "inputs")
     kind = "global" if which == GLOBAL else "layers"
@@ -221,11 +222,27 @@ def open_store(
         "fingerprint": digest((parts, test_key, kind)),
     }
     path = root / f"{kind}-{test_key[:16]}"
-    if lead:
-        ScoreStore.create(path, manifest)
-    if shard is not None:
-        shard.barrier()
+    _on_lead(shard, lambda: ScoreStore.create(path, manifest))
     return ScoreStore.create(path, manifest, clean=False)
+
+
+def _on_lead(shard: Shard | None, action: Any) -> None:
+    """Runs `action` on rank 0 (or alone), then syncs; its error is raised on every rank."""
+    error = None
+    if shard is None or shard.rank == 0:
+        try:
+            action()
+        except Exception as e:
+            if shard is None:
+                raise
+            error = e
+    if shard is None:
+        return
+    message = shard.broadcast(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    if message is not None:
+        raise StoreMismatchError(f"rank 0 could not open the store: {message}")
 
 
 def _select(ctx: FitContext, wanted: list[int]) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
