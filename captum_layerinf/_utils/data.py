@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    SequentialSampler,
+    TensorDataset,
+)
 
 
 def as_dataloader(data: Any, batch_size: int, what: str) -> DataLoader:
@@ -28,11 +35,7 @@ def as_dataloader(data: Any, batch_size: int, what: str) -> DataLoader:
         one is used through a shallow copy with a private generator.
     """
     if isinstance(data, DataLoader):
-        if isinstance(data.sampler, RandomSampler):
-            raise ValueError(
-                f"`{what}` is a DataLoader that shuffles, so example indices would change between "
-                "passes. Pass a DataLoader built with shuffle=False, or the Dataset itself."
-            )
+        _check_order(data, what)
         if data.generator is None:
             data = copy.copy(data)
             data.generator = torch.Generator()
@@ -65,7 +68,31 @@ def as_dataloader(data: Any, batch_size: int, what: str) -> DataLoader:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
     _check_first_item(data, what)
+    # An own generator: iterating draws a worker base seed, never from the caller's RNG.
     return DataLoader(data, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+
+
+def _check_order(loader: DataLoader, what: str) -> None:
+    """Accepts only DataLoaders that visit the dataset in index order, 0, 1, 2, ...
+
+    Scores are indexed by position in the dataset; any other sampler (shuffling, a subset,
+    weighted) would put them on the wrong examples.
+    """
+    if isinstance(loader.dataset, IterableDataset):
+        return  # its order is its own: position in the stream
+    batches = loader.batch_sampler
+    sampler = batches.sampler if isinstance(batches, BatchSampler) else loader.sampler
+    if batches is not None and not isinstance(batches, BatchSampler):
+        sampler = batches
+    if type(sampler) is not SequentialSampler:
+        raise ValueError(
+            f"`{what}` is a DataLoader whose sampler is a {type(sampler).__name__}, which does "
+            "not visit the examples in index order (it shuffles or picks a subset), so scores "
+            "would be put on the wrong examples. Pass a DataLoader built with shuffle=False and "
+            "no sampler, or the Dataset itself; for a subset, "
+            "DataLoader(torch.utils.data.Subset(dataset, indices), shuffle=False): scores then "
+            "follow the order of `indices`."
+        )
 
 
 def _check_first_item(data: Dataset, what: str) -> None:
@@ -112,6 +139,13 @@ def split_batch(batch: Any, device: torch.device, what: str) -> tuple[tuple[Tens
     *inputs, labels = batch
     if not all(isinstance(t, Tensor) for t in (*inputs, labels)):
         raise TypeError(f"every element of a batch of `{what}` must be a tensor.")
+    for i, x in enumerate(inputs):
+        if x.dtype == torch.uint8:
+            raise TypeError(
+                f"`{what}`: input {i} is torch.uint8 (raw pixel values 0-255?); the model needs "
+                "floating-point inputs prepared as in training. Convert them, e.g. x.float() / "
+                "255 or torchvision.transforms.v2.ToDtype(torch.float32, scale=True)."
+            )
     n = labels.shape[0] if labels.dim() > 0 else None
     for i, x in enumerate(inputs):
         if x.dim() == 0 or x.shape[0] != n:

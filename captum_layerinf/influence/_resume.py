@@ -22,13 +22,26 @@ from tqdm.auto import tqdm
 
 from .._utils.data import split_batch
 from ._distributed import Shard, current_shard
-from ._fingerprint import differing, digest, loader_digest, qualname, settings_digest
+from ._fingerprint import (
+    UnidentifiableError,
+    differing,
+    digest,
+    loader_digest,
+    module_code,
+    qualname,
+    settings_digest,
+)
+from ._scoring import QUERY_SEED
 from ._store import (
+    FORMAT,
+    MANIFEST,
     CorruptChunkError,
     ScoreStore,
     StoreMismatchError,
     atomic_write,
-    read_json,
+    locked,
+    read_json_object,
+    remove_stale_temporaries,
     write_json,
 )
 from .strategies import CurvatureStrategy, FitContext, make_strategy
@@ -37,14 +50,19 @@ if TYPE_CHECKING:
     from .layer_influence import LayerInfluence
 
 COMPONENTS = {
+    "format": "the store's format (written by another version of captum-layerinf)",
     "model": "the model's weights",
+    "model_code": "the model's code (module classes, their settings, forward or hooks)",
     "train_data": "the training data",
+    "batches": "the training batch sizes (batch_size or the DataLoader's batching: one "
+    "chunk is stored per batch, so pass the batch size of the stored run)",
     "layers": "the layers",
     "strategy": "the hessian strategy or its settings",
     "damping": "the damping",
     "loss": "the loss",
-    "query_rank": "query_rank",
+    "query_rank": "query_rank (or the seed of its randomized SVD)",
 }
+FINGERPRINT = "fingerprint.json"
 
 
 def run_fingerprint(li: LayerInfluence) -> tuple[dict[str, str], list[int]]:
@@ -52,15 +70,33 @@ def run_fingerprint(li: LayerInfluence) -> tuple[dict[str, str], list[int]]:
     data, sizes = loader_digest(li.train_dataloader, "train_dataset")
     strategy = make_strategy(li.hessian, li.damping, **li._strategy_args)
     parts = {
+        "format": digest(FORMAT),
         "model": digest(dict(li.model.state_dict())),
+        "model_code": _identity(lambda: digest(module_code(li.model)), "the model"),
         "train_data": data,
+        "batches": digest(sizes),
         "layers": digest(list(li.layer_names)),
-        "strategy": settings_digest(strategy.name, strategy.settings),
+        "strategy": _identity(
+            lambda: settings_digest(strategy.name, strategy.settings), "the strategy settings"
+        ),
         "damping": digest(li.damping),
-        "loss": digest(li.loss.fn),
-        "query_rank": digest(li.query_rank),
+        "loss": _identity(lambda: digest(li.loss.fn), "loss_fn"),
+        "output_fn": _identity(lambda: digest(li.output_fn), "output_fn"),
+        "query_rank": digest((li.query_rank, QUERY_SEED)),
     }
     return parts, sizes
+
+
+def _identity(compute: Any, what: str) -> str:
+    try:
+        return compute()
+    except UnidentifiableError as e:
+        raise ValueError(
+            f"output_dir needs to recognise {what} on a rerun, but its identity cannot be "
+            f"established ({e}), so stored scores could be reused for another one. Make it "
+            "hashable: a module-level function, functools.partial of one, or an nn.Module "
+            "whose settings are attributes; or run without output_dir."
+        ) from None
 
 
 def _jsonable(value: Any) -> Any:
@@ -112,15 +148,48 @@ def _version() -> str:
 
 
 def _check_root(root: Path, parts: dict[str, str]) -> None:
-    stored = read_json(root / "fingerprint.json")["components"]
+    stored = read_json_object(
+        root / FINGERPRINT,
+        {"components": dict, "fingerprint": str},
+        f"Without it nothing says which run wrote {root}: delete that directory to start "
+        "over, or pass another output_dir.",
+    )["components"]
     changed = differing(stored, parts)
     if changed:
         what = ", ".join(COMPONENTS.get(c, c) for c in changed)
         raise StoreMismatchError(
             f"output_dir {str(root)!r} holds scores of another run: {what} differ(s) from the "
-            "stored run (fingerprint.json). Pass another output_dir for this run, or delete "
+            f"stored run ({FINGERPRINT}). Pass another output_dir for this run, or delete "
             "that directory to start over; scores are never mixed."
         )
+
+
+def _artefacts(root: Path) -> list[str]:
+    """Files and score sets whose identity `fingerprint.json` vouches for."""
+    found = [p.name for p in root.glob("curvature-*.pt")]
+    found += [p.parent.name for p in root.glob(f"*/{MANIFEST}")]
+    found += [p.parent.parent.name for p in root.glob("*/chunks/[!.]*")]
+    return sorted(set(found))
+
+
+def _claim_root(root: Path, parts: dict[str, str], arguments: dict[str, Any]) -> None:
+    """Writes the run's identity into an empty `root`, or checks it, under the lock."""
+    with locked(root):
+        if not (root / FINGERPRINT).is_file():
+            orphans = _artefacts(root)
+            if orphans:
+                raise StoreMismatchError(
+                    f"output_dir {str(root)!r} holds {', '.join(orphans)} but no {FINGERPRINT}, "
+                    "so nothing says which model, data and settings they were computed with; "
+                    "they are never adopted. Delete that directory to start over (or restore "
+                    f"its {FINGERPRINT}), or pass another output_dir."
+                )
+            # Identity first: a kill between the two files leaves a claimed directory.
+            write_json(root / FINGERPRINT, {"components": parts, "fingerprint": digest(parts)})
+        _check_root(root, parts)
+        if not (root / "arguments.json").is_file():
+            write_json(root / "arguments.json", arguments)
+        remove_stale_temporaries(root)
 
 
 def open_store(
@@ -133,19 +202,15 @@ def open_store(
         li._store_key = run_fingerprint(li)
     parts, sizes = li._store_key
     root = Path(li.output_dir)
-    lead = shard is None or shard.rank == 0
-    if lead:
-        root.mkdir(parents=True, exist_ok=True)
-        if not (root / "fingerprint.json").is_file():
-            write_json(
-                root / "arguments.json", run_arguments(li, sizes, shard.world if shard else 1)
-            )
-            write_json(
-                root / "fingerprint.json", {"components": parts, "fingerprint": digest(parts)}
-            )
+
+    def claim() -> None:
+        if not root.is_dir():
+            root.mkdir(parents=True, exist_ok=True)
+        _claim_root(root, parts, run_arguments(li, sizes, shard.world if shard else 1))
+
+    _on_lead(shard, claim)
     if shard is not None:
-        shard.barrier()
-    _check_root(root, parts)
+        _check_root(root, parts)
     test_key, test_sizes = loader_digest(test_loader, "inputs")
     kind = "global" if which == GLOBAL else "layers"
     starts = [0, *itertools.accumulate(sizes)]
@@ -158,11 +223,27 @@ def open_store(
         "fingerprint": digest((parts, test_key, kind)),
     }
     path = root / f"{kind}-{test_key[:16]}"
-    if lead:
-        ScoreStore.create(path, manifest)
-    if shard is not None:
-        shard.barrier()
+    _on_lead(shard, lambda: ScoreStore.create(path, manifest))
     return ScoreStore.create(path, manifest, clean=False)
+
+
+def _on_lead(shard: Shard | None, action: Any) -> None:
+    """Runs `action` on rank 0 (or alone), then syncs; its error is raised on every rank."""
+    error = None
+    if shard is None or shard.rank == 0:
+        try:
+            action()
+        except Exception as e:
+            if shard is None:
+                raise
+            error = e
+    if shard is None:
+        return
+    message = shard.broadcast(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    if message is not None:
+        raise StoreMismatchError(f"rank 0 could not open the store: {message}")
 
 
 def _select(ctx: FitContext, wanted: list[int]) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
@@ -216,21 +297,30 @@ def _fit_or_restore(
     """Fits the curvature, or restores it from the store's curvature file of this run."""
     if store is None or which in li._fitted:
         return li._fit(which, show_progress)
-    path = store.path.parent / f"curvature-{store.manifest['kind']}.pt"
+    kind = store.manifest["kind"]
+    path = store.path.parent / f"curvature-{kind}.pt"
+    # The curvature depends on the run and the kind, not on the test inputs.
+    fingerprint = digest((li._store_key[0], kind))
     exists = path.is_file() if shard is None else shard.broadcast(path.is_file())
     if exists:
+        fix = "Delete it and rerun: the curvature is refitted."
         try:
-            state = torch.load(path, map_location=li.device, weights_only=True)
+            saved = torch.load(path, map_location=li.device, weights_only=True)
         except Exception as e:
             raise CorruptChunkError(
-                f"the curvature file {path} is unreadable ({type(e).__name__}). Delete it and "
-                "rerun: the curvature is refitted."
+                f"the curvature file {path} is unreadable ({type(e).__name__}). {fix}"
             ) from e
-        return li._fit(which, show_progress, state=state)
+        if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
+            raise StoreMismatchError(
+                f"the curvature file {path} was not fitted for this run (its fingerprint "
+                "differs or is missing); it is never adopted. " + fix
+            )
+        return li._fit(which, show_progress, state=saved["state"])
     strategy, ctx = li._fit(which, show_progress)
     state = strategy.export()
     if state is not None and (shard is None or shard.rank == 0):
-        atomic_write(path, lambda f: torch.save(state, f))
+        record = {"fingerprint": fingerprint, "state": state}
+        atomic_write(path, lambda f: torch.save(record, f))
     return strategy, ctx
 
 

@@ -20,6 +20,9 @@ from ._gradients import GradientEngine
 from ._taps import StructuredLayer, Taps, structured_layer
 
 GRAD_CHUNK_BYTES = 256 * 2**20
+# query_rank's randomized SVD draws from its own generator with this seed: scores do not
+# depend on, nor change, the caller's global RNG, and a resumed run gets the same factors.
+QUERY_SEED = 0
 
 
 class BlockGradients:
@@ -121,7 +124,7 @@ class Queries:
             return
         for m in self.structure.from_flat(rows):
             r = min(self.rank, *m.shape)
-            u, s, v = torch.svd_lowrank(m, q=r, niter=4) if r < min(m.shape) else _svd(m)
+            u, s, v = _svd_lowrank(m, r) if r < min(m.shape) else _svd(m)
             self.left.append((u[:, :r] * s[:r]).T)
             self.right.append(v[:, :r].T)
 
@@ -147,6 +150,21 @@ class Queries:
         ga = torch.einsum("bto,mro->mbtr", g.to(left.dtype), left)
         ar = torch.einsum("bti,mri->mbtr", a.to(left.dtype), right)
         return (ga * ar).sum((2, 3))
+
+
+def _svd_lowrank(m: Tensor, r: int, niter: int = 4) -> tuple[Tensor, Tensor, Tensor]:
+    """`torch.svd_lowrank(m, q=r, niter)`'s randomized range finder, seeded locally.
+
+    Returns `u [a, r]`, `s [r]`, `v [b, r]` with `m ≈ u diag(s) vᵀ`.
+    """
+    gen = torch.Generator(device=m.device).manual_seed(QUERY_SEED)
+    omega = torch.randn(m.shape[1], r, generator=gen, dtype=m.dtype, device=m.device)
+    q = torch.linalg.qr(m @ omega).Q
+    for _ in range(niter):
+        q = torch.linalg.qr(m.T @ q).Q
+        q = torch.linalg.qr(m @ q).Q
+    ub, s, vh = torch.linalg.svd(q.T @ m, full_matrices=False)
+    return q @ ub, s, vh.T
 
 
 def _svd(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -9,6 +9,9 @@ Layout of one score set (one kind of score for one set of test inputs)::
 Every file is written to a temporary name, synced, then renamed (`os.replace`), and a
 chunk's record is written after its data: a chunk is finished exactly when its record
 exists, so a process killed at any moment leaves finished chunks and nothing half-written.
+Every record carries the fingerprint of the score set it was written for and is checked
+when read; the check-and-write of a manifest holds an exclusive lock (`locked`), so two
+processes with different settings can never both adopt one directory.
 """
 
 from __future__ import annotations
@@ -30,8 +33,17 @@ from torch import Tensor
 
 from ._collect import ScoreCollector
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; directories are not shared between processes there
+    fcntl = None  # type: ignore[assignment]
+
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2
+LOCK = ".lock"
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+_RECORD_FIELDS = {"index": int, "start": int, "stop": int, "file": str, "shape": list,
+                  "dtype": str, "blake2b": str, "fingerprint": str}  # fmt: skip
 
 
 class StoreMismatchError(ValueError):
@@ -73,13 +85,64 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
-def read_json(path: Path) -> Any:
-    """Reads a JSON file written by `write_json`."""
-    with open(path) as f:
-        return json.load(f)
+def read_json(path: Path, fix: str = "") -> Any:
+    """Reads a JSON file written by `write_json`.
+
+    Raises:
+        CorruptChunkError: The file is not valid JSON (truncated, edited), naming `fix`.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptChunkError(f"{path} is not valid JSON ({e}). {fix}".strip()) from e
 
 
-def _remove_stale_temporaries(folder: Path) -> None:
+def read_json_object(path: Path, required: dict[str, type], fix: str) -> dict[str, Any]:
+    """Reads a JSON object and checks that it has the `required` fields and types.
+
+    Raises:
+        CorruptChunkError: The file is unreadable or lacks a field, naming the file and `fix`.
+    """
+    obj = read_json(path, fix)
+    bad = (
+        [k for k, t in required.items() if not isinstance(obj.get(k), t)]
+        if isinstance(obj, dict)
+        else list(required)
+    )
+    if bad:
+        raise CorruptChunkError(f"{path} lacks or mangles the field(s) {bad}. {fix}")
+    return obj
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Holds an exclusive `flock` on `folder/.lock` (also against threads of this process).
+
+    On read-only media, where nobody can write, the lock is skipped; so it is where
+    `fcntl` does not exist (Windows).
+    """
+    if fcntl is None:
+        yield
+        return
+    try:
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        if e.errno not in _READ_ONLY:
+            raise
+        try:
+            fd = os.open(folder / LOCK, os.O_RDONLY)
+        except OSError:
+            yield
+            return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_stale_temporaries(folder: Path) -> None:
     """Deletes temporary files left by killed processes (named `.NAME.PID.tmp`)."""
     for tmp in folder.glob(".*.tmp"):
         try:
@@ -87,8 +150,12 @@ def _remove_stale_temporaries(folder: Path) -> None:
         except (IndexError, ValueError):
             continue
         if pid != os.getpid() and not _alive(pid):
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError as e:
+                # Read-only media: nobody writes there, the leftover harms no reader.
+                if e.errno not in _READ_ONLY:
+                    raise
 
 
 def _alive(pid: int) -> bool:
@@ -129,7 +196,11 @@ class ScoreStore:
         manifest_path = self.path / MANIFEST
         if not manifest_path.is_file():
             raise FileNotFoundError(f"{self.path} is not a score set: it has no {MANIFEST}.")
-        self.manifest = read_json(manifest_path)
+        self.manifest = read_json_object(
+            manifest_path,
+            {"bounds": list, "shape": list, "layers": list, "fingerprint": str},
+            f"Delete the score set {self.path} and rerun: its scores are recomputed.",
+        )
         self.bounds: list[tuple[int, int]] = [tuple(b) for b in self.manifest["bounds"]]
         self.shape: tuple[int, int, int] = tuple(self.manifest["shape"])
         self.layers: list[str] = self.manifest["layers"]
@@ -140,25 +211,39 @@ class ScoreStore:
     ) -> ScoreStore:
         """Opens the score set at `path`, writing its manifest first if it has none.
 
-        With `clean`, temporary files of killed writers are deleted (one process only:
-        under torch.distributed, rank 0 before the others start writing).
+        The check-and-write holds the directory's lock. With `clean`, temporary files of
+        killed writers are deleted (one process only: under torch.distributed, rank 0
+        before the others start writing). A directory that only needs reading (every
+        chunk there, on read-only media) is never written.
 
         Raises:
-            StoreMismatchError: The directory holds a score set with another fingerprint.
+            StoreMismatchError: The directory holds a score set with another fingerprint,
+                or chunks without the manifest that says whose they are.
         """
         path = Path(path)
-        (path / "chunks").mkdir(parents=True, exist_ok=True)
         if not (path / MANIFEST).is_file():
-            write_json(path / MANIFEST, {"format": FORMAT, **manifest})
-        if clean:
-            _remove_stale_temporaries(path / "chunks")
-        store = cls(path)
+            path.mkdir(parents=True, exist_ok=True)
+        with locked(path):
+            if not (path / MANIFEST).is_file():
+                orphans = sorted(p.name for p in (path / "chunks").glob("[!.]*"))
+                if orphans:
+                    raise StoreMismatchError(
+                        f"{path} holds score chunks ({', '.join(orphans[:4])}, ...) but no "
+                        f"{MANIFEST}, so nothing says which run wrote them; they are never "
+                        "adopted. Delete that directory to start over, or pass another "
+                        "output_dir."
+                    )
+                (path / "chunks").mkdir(exist_ok=True)
+                write_json(path / MANIFEST, {"format": FORMAT, **manifest})
+            store = cls(path)
         if store.manifest.get("fingerprint") != manifest["fingerprint"]:
             raise StoreMismatchError(
                 f"{path} holds scores with fingerprint {store.manifest.get('fingerprint')}, not "
                 f"{manifest['fingerprint']} (another model, data, settings or test inputs). "
                 "Use another output_dir, or delete this directory to start over."
             )
+        if clean:
+            remove_stale_temporaries(path / "chunks")
         return store
 
     @classmethod
@@ -177,9 +262,32 @@ class ScoreStore:
         return self.path / "chunks" / f"{index:05d}{suffix}"
 
     def record(self, index: int) -> dict[str, Any] | None:
-        """The record of a finished chunk (None while it is missing)."""
+        """The record of a finished chunk (None while it is missing).
+
+        Raises:
+            CorruptChunkError: The record is unreadable or lacks a field.
+            StoreMismatchError: The record was written for another score set.
+        """
         path = self._file(index, ".json")
-        return read_json(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        fix = (
+            f"Delete it and {path.with_suffix('.npy').name} beside it, then rerun: only "
+            "missing chunks are recomputed."
+        )
+        record = read_json_object(path, _RECORD_FIELDS, fix)
+        if record["fingerprint"] != self.manifest["fingerprint"]:
+            raise StoreMismatchError(
+                f"the chunk record {path} was written for the score set with fingerprint "
+                f"{record['fingerprint']}, not this one ({self.manifest['fingerprint']}): "
+                f"it belongs to another run and is never adopted. {fix}"
+            )
+        if [record["index"], record["start"], record["stop"]] != [index, *self.bounds[index]]:
+            raise CorruptChunkError(
+                f"the chunk record {path} is for examples [{record['start']}, "
+                f"{record['stop']}), not {list(self.bounds[index])}. {fix}"
+            )
+        return record
 
     def records(self) -> list[dict[str, Any] | None]:
         """Records of every chunk, None for missing ones."""
@@ -205,6 +313,7 @@ class ScoreStore:
             "shape": list(array.shape),
             "dtype": str(array.dtype),
             "blake2b": _checksum(array),
+            "fingerprint": self.manifest["fingerprint"],
             "created": time.time(),
             "pid": os.getpid(),
             **info,
@@ -217,6 +326,7 @@ class ScoreStore:
         Raises:
             FileNotFoundError: The chunk is not finished.
             CorruptChunkError: Its file does not match its record (checksum, shape).
+            StoreMismatchError: Its record belongs to another score set.
         """
         record = self.record(index)
         path = self._file(index, ".npy")

@@ -22,6 +22,7 @@ from .._utils.modules import (
     model_device,
     output_transform,
     resolve_layers,
+    warn_low_precision,
 )
 from ._check import FidelityReport, check_fidelity
 from ._collect import ScoreCollector
@@ -117,8 +118,12 @@ class LayerInfluence(DataInfluence):
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module; got {type(model).__name__}.")
-        if not isinstance(damping, (int, float)) or damping < 0 or damping != damping:
-            raise ValueError(f"damping must be a number >= 0; got {damping!r}.")
+        if not isinstance(damping, (int, float)) or not 0 <= damping < float("inf"):
+            raise ValueError(
+                f"damping must be a number >= 0; got {damping!r}. It must be finite (infinite "
+                "damping makes every score 0); a typical value is 1e-3 to 1e-1, or the weight "
+                "decay the model was trained with."
+            )
         if output_fn is not None and not callable(output_fn):
             raise TypeError(f"output_fn must be callable; got {type(output_fn).__name__}.")
         self.output_fn = output_fn
@@ -149,6 +154,7 @@ class LayerInfluence(DataInfluence):
         self.loss = ExampleLoss(loss_fn)
         self.device = model_device(model)
         check_finite_weights(model)
+        warn_low_precision(model)
         with evaluation_state(model):
             inputs, _ = next(iter_batches(self.train_dataloader, self.device, "train_dataset"))
             self.layer_names = resolve_layers(model, layers, inputs)

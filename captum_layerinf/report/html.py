@@ -21,6 +21,50 @@ nav a{margin-right:.8em;font-size:.9em} li{margin:.3em 0}
 """
 
 
+def _inside(out_dir: Path, entry: object, what: str) -> Path:
+    """The file `out_dir / entry`, refusing any path that leaves the study folder."""
+    if not isinstance(entry, str) or not entry:
+        raise ValueError(f"sections.json: a {what} entry is {entry!r}, not a relative path.")
+    root = out_dir.resolve()
+    path = (out_dir / entry).resolve()
+    if not path.is_relative_to(root) or Path(entry).is_absolute():
+        raise ValueError(
+            f"sections.json names the {what} {entry!r}, which lies outside the study folder "
+            f"{out_dir}; only files inside it are embedded. Fix or regenerate sections.json."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"sections.json names the {what} {entry!r}, missing in {out_dir}.")
+    return path
+
+
+def _anchor(key: object) -> str:
+    """A section key as an HTML id: letters, digits, '-' and '_' kept, others '_'."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in str(key))
+
+
+_SECTION_FIELDS = {"key": str, "title": str, "guide": str, "tables": list, "figures": list}
+
+
+def _read_sections(index: Path) -> list[dict]:
+    """The sections of `sections.json`, checked field by field."""
+    fix = "Regenerate it with `captum-layerinf run` (finished stages are read, not recomputed)."
+    try:
+        sections = json.loads(index.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{index} is not valid JSON ({e}). {fix}") from e
+    if not isinstance(sections, list):
+        raise ValueError(f"{index} must hold a list of sections. {fix}")
+    for i, s in enumerate(sections):
+        bad = [
+            k
+            for k, t in _SECTION_FIELDS.items()
+            if not isinstance(s, dict) or not isinstance(s.get(k), t)
+        ]
+        if bad:
+            raise ValueError(f"{index}: section {i} lacks or mangles the field(s) {bad}. {fix}")
+    return sections
+
+
 def _figure(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
@@ -54,26 +98,27 @@ def write_report(out_dir: str | Path, title: str = "Disturbance study") -> Path:
             f"{index} not found: {out_dir} is not a finished study run. Run "
             "`captum-layerinf run CONFIG.json --out DIR` (or `demo`) first."
         )
-    sections = json.loads(index.read_text())
+    sections = _read_sections(index)
     config = out_dir / "config.json"
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
         "<nav>"
         + "".join(
-            f'<a href="#{s["key"]}">{html.escape(s["title"].split(":")[0])}</a>' for s in sections
+            f'<a href="#{_anchor(s["key"])}">{html.escape(str(s["title"]).split(":")[0])}</a>'
+            for s in sections
         )
         + "</nav>",
     ]
     for s in sections:
-        parts.append(f'<section id="{s["key"]}"><h2>{html.escape(s["title"])}</h2>')
-        parts.append(f'<p class="guide">{html.escape(s["guide"])}</p>')
+        parts.append(f'<section id="{_anchor(s["key"])}"><h2>{html.escape(str(s["title"]))}</h2>')
+        parts.append(f'<p class="guide">{html.escape(str(s["guide"]))}</p>')
         if s.get("findings"):
             parts.append(
-                "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in s["findings"]) + "</ul>"
+                "<ul>" + "".join(f"<li>{html.escape(str(f))}</li>" for f in s["findings"]) + "</ul>"
             )
-        parts += [_table(out_dir / t) for t in s["tables"]]
-        parts += [_figure(out_dir / f) for f in s["figures"]]
+        parts += [_table(_inside(out_dir, t, "table")) for t in s["tables"]]
+        parts += [_figure(_inside(out_dir, f, "figure")) for f in s["figures"]]
         parts.append("</section>")
     if config.is_file():
         parts.append(

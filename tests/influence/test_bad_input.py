@@ -1,5 +1,6 @@
 """Bad input fails early with an error that names the problem and the fix."""
 
+import copy
 import warnings
 
 import pytest
@@ -303,3 +304,75 @@ def test_negative_damping_is_rejected(small):
     model, x, y = small
     with pytest.raises(ValueError, match=r"damping must be a number >= 0; got -0.1"):
         LayerInfluence(model, (x, y), damping=-0.1)
+
+
+@pytest.mark.parametrize("damping", [float("inf"), float("nan")])
+def test_infinite_damping_is_rejected_as_such(small, damping):
+    model, x, y = small
+    with pytest.raises(ValueError, match=r"damping must be a number >= 0; got .*must be finite"):
+        LayerInfluence(model, (x, y), damping=damping)
+
+
+def test_uint8_images_into_a_float_model_ask_for_conversion(small):
+    model, x, y = small
+    raw = (x * 255).to(torch.uint8)
+    with pytest.raises(TypeError, match=r"input 0 is torch.uint8.*x.float\(\) / 255"):
+        LayerInfluence(model, (raw, y))
+    li = LayerInfluence(model, (x, y))
+    with pytest.raises(TypeError, match=r"`inputs`: input 0 is torch.uint8"):
+        li.influence((raw[:2], y[:2]))
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        lambda: torch.utils.data.SubsetRandomSampler(range(6)),
+        lambda: torch.utils.data.WeightedRandomSampler([1.0] * 12, 12),
+        lambda: torch.utils.data.RandomSampler(range(12)),
+    ],
+    ids=["subset", "weighted", "random"],
+)
+def test_samplers_that_do_not_visit_examples_in_order_are_refused(small, sampler):
+    model, x, y = small
+    loader = DataLoader(TensorDataset(x, y), batch_size=4, sampler=sampler())
+    with pytest.raises(ValueError, match=r"sampler is a \w+Sampler.*wrong examples.*Subset"):
+        LayerInfluence(model, loader)
+
+
+def test_a_subset_in_index_order_is_scored_on_its_own_positions(small):
+    model, x, y = small
+    indices = [7, 2, 9, 4]
+    subset = torch.utils.data.Subset(TensorDataset(x, y), indices)
+    ours = LayerInfluence(model, DataLoader(subset, batch_size=3)).influence((x[:2], y[:2]))
+    ref = LayerInfluence(model, (x[indices], y[indices])).influence((x[:2], y[:2]))
+    assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-7)
+
+
+def test_every_submodule_keeps_its_own_mode(small):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Dropout(0.5), nn.Flatten(), nn.Linear(72, 4)
+    )
+    model.train()
+    model[1].eval()  # a frozen batch-norm inside a model in training mode
+    _, x, y = small
+    with pytest.warns(UserWarning, match="training mode"):
+        LayerInfluence(model, (x, y)).influence((x[:2], y[:2]))
+    assert [m.training for m in model] == [True, False, True, True, True]
+    # A model in eval mode with one submodule in training mode is evaluated in eval mode.
+    model.eval()
+    model[2].train()
+    ref_model = copy.deepcopy(model).eval()
+    with pytest.warns(UserWarning, match=r"module\(s\) \['2'\] of the model is in training mode"):
+        scores = LayerInfluence(model, (x, y)).influence((x[:2], y[:2]))
+    assert model[2].training and not model[0].training
+    expected = LayerInfluence(ref_model, (x, y)).influence((x[:2], y[:2]))
+    assert torch.allclose(scores, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models_warn(small, dtype):
+    model, x, y = small
+    half = copy.deepcopy(model).to(dtype)
+    with pytest.warns(UserWarning, match=rf"parameters are {dtype}.*float32 copy"):
+        LayerInfluence(half, (x.to(dtype), y))

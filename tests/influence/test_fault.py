@@ -1,6 +1,9 @@
-"""kill -9 in the middle of a run: the rerun finishes it without recomputing finished chunks."""
+"""kill -9 in the middle of a run: the rerun finishes it without recomputing finished chunks,
+also at random moments (curvature fit, manifests, chunk writes)."""
 
+import multiprocessing
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -19,6 +22,7 @@ from ._procs import WORKER, env
 pytestmark = pytest.mark.slow
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
+TRIALS = 3
 
 
 def test_a_killed_run_resumes_to_identical_scores(tmp_path):
@@ -67,3 +71,50 @@ def test_a_killed_run_resumes_to_identical_scores(tmp_path):
     assert len({r["run"] for r in new}) == 1
     assert new[0]["run"] not in {r["run"] for r in before.values()}
     assert new[0]["pid"] == os.getpid() and all(r["pid"] == proc.pid for r in before.values())
+
+
+def _run_slowly(problem, out):
+    """A forked process's run: every chunk write followed by a short pause."""
+    torch.set_num_threads(1)
+    write = ScoreStore.write
+
+    def slow_write(self, *args, **kwargs):
+        write(self, *args, **kwargs)
+        time.sleep(0.05)
+
+    ScoreStore.write = slow_write
+    model, train, test = _worker.load_problem(problem)
+    _worker.compute(model, train, test, ["exact"], str(out))
+
+
+def test_kills_at_random_moments_always_resume_to_identical_scores(tmp_path):
+    seed = random.SystemRandom().randrange(2**32)
+    rng = random.Random(seed)
+    problem = tmp_path / "problem.pt"
+    _worker.save_problem(problem, n_train=40, n_test=3, act="relu")  # 5 chunks of 8
+    model, train, test = _worker.load_problem(problem)
+    expected = _worker.compute(model, train, test, ["exact"])["exact"]  # also warms torch up
+    ctx = multiprocessing.get_context("fork")  # starts with torch imported: kills land in work
+
+    def start(out):
+        proc = ctx.Process(target=_run_slowly, args=(problem, out))
+        proc.start()
+        return proc
+
+    began = time.monotonic()
+    full = start(tmp_path / "full")
+    full.join(timeout=120)
+    assert full.exitcode == 0
+    duration = time.monotonic() - began
+    for trial in range(TRIALS):
+        out = tmp_path / f"trial{trial}"
+        delay = rng.uniform(0, duration)
+        proc = start(out)
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        context = f"seed {seed}, trial {trial}, killed after {delay:.3f} of {duration:.3f} s"
+        resumed = _worker.compute(model, train, test, ["exact"], str(out))["exact"]
+        for key in ("scores", "global", "top_indices"):
+            assert torch.equal(resumed[key], expected[key]), context
+        assert not list(out.glob("**/.*.tmp")), context
