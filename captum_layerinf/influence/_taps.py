@@ -146,7 +146,7 @@ class Taps:
     def activations(self) -> list[Tensor]:
         """Per layer `a [B, T, d_in]` of the last forward (several calls concatenated on T)."""
         return [
-            torch.cat([s.activations(m, x) for x, _ in calls], dim=1)
+            _cat([s.activations(m, x) for x, _ in calls])
             for s, m, calls in zip(self.layers, self.modules, self.calls, strict=True)
         ]
 
@@ -164,5 +164,10 @@ class Taps:
         for s, m, calls in zip(self.layers, self.modules, self.calls, strict=True):
             part = grads[start : start + len(calls)]
             start += len(calls)
-            result.append(torch.cat([s.output_grads(m, g) for g in part], dim=1))
+            result.append(_cat([s.output_grads(m, g) for g in part]))
         return result
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    """Concatenation on the positions T (no copy for a module called once)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
