@@ -32,7 +32,7 @@ def test_corrected_eigenvalues_are_the_hessian_diagonal_in_the_kronecker_basis(r
     xtr, ytr = train.tensors
     for b, layer in enumerate(li.layer_names):
         h = dense_hessian(model, xtr, ytr, layer_names_of(model, layer))
-        q_g, q_a = strategy._bases[b]
+        q_g, q_a = (q[0] for q in strategy._bases[b])  # one group
         basis = torch.einsum("oi,aj->ijoa", q_g, q_a).flatten(0, 1)  # [r_g r_a, d_out, d_in]
         flat = strategy.layers[b].to_flat(basis)
         diag = torch.einsum("kp,pq,kq->k", flat, h, flat).view(q_g.shape[1], q_a.shape[1])
@@ -182,6 +182,8 @@ def _per_direction_passes(self, taps, desc):
     """
     from torch.func import hessian, vmap
 
+    from captum_layerinf.influence.strategies.ekfac import _grouped_all
+
     for inputs, labels in self.ctx.batches(desc):
         logits = taps.forward(inputs)
         with torch.no_grad():
@@ -196,7 +198,10 @@ def _per_direction_passes(self, taps, desc):
         grads = [
             (rows, taps.output_grads(logits, roots[:, :, j], retain=j < k - 1)) for j in range(k)
         ]
-        yield taps.activations(), grads
+        yield (
+            _grouped_all(taps.activations(), taps.layers),
+            [(r, _grouped_all(g, taps.layers)) for r, g in grads],
+        )
 
 
 @pytest.mark.parametrize("class_tol", [0.0, 0.05])

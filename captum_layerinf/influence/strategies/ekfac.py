@@ -82,35 +82,41 @@ class EKFACSettings:
 
 
 class _Covariance:
-    """`Σ x xᵀ` over rows x: dense, or the rows themselves while fewer than the dimension."""
+    """`Σ x xᵀ` over rows x per group: dense `[G, d, d]`, or the rows themselves.
 
-    def __init__(self, dim: int, max_dense_dim: int, device: torch.device) -> None:
+    The rows are kept (one group only) while fewer than the dimension.
+    """
+
+    def __init__(self, dim: int, max_dense_dim: int, device: torch.device, groups: int) -> None:
         self.dim = dim
-        self.dense = None if dim > max_dense_dim else torch.zeros(dim, dim, dtype=torch.float64)
-        self.dense = None if self.dense is None else self.dense.to(device)
+        dense = groups > 1 or dim <= max_dense_dim
+        self.dense = torch.zeros(groups, dim, dim, dtype=torch.float64, device=device)
+        self.dense = self.dense if dense else None
         self.rows: list[Tensor] = []
         self.n_rows = 0
 
     def add(self, x: Tensor) -> None:
+        """Adds rows `x [G, n, d]`."""
         if self.dense is not None:
-            self.dense += (x.T @ x).double()
+            self.dense += (x.transpose(1, 2) @ x).double()
             return
-        self.rows.append(x)
-        self.n_rows += len(x)
+        self.rows.append(x[0])
+        self.n_rows += x.shape[1]
         if self.n_rows > self.dim:
             # More rows than dimensions: dense in the rows' dtype to bound memory.
             rows = torch.cat(self.rows)
-            self.dense, self.rows = rows.T @ rows, []
+            self.dense, self.rows = (rows.T @ rows)[None], []
 
     def eigenbasis(self, dtype: torch.dtype) -> Tensor:
-        """Orthonormal eigenvectors `[dim, r]`: all of them, or a basis of the rows' span.
+        """Orthonormal eigenvectors `[G, dim, r]`: all of them, or a basis of the rows' span.
 
         Factors wider than 2048 are decomposed in `dtype` (the model's): a float32 basis is
         orthonormal to ~1e-6, plenty for a preconditioner, at a third of float64's time.
         """
         if self.dense is not None:
             # Scaled to unit trace: the eigenvectors are the same, the numbers tamer.
-            m = self.dense / self.dense.diagonal().sum().clamp_min(1e-300)
+            trace = self.dense.diagonal(dim1=1, dim2=2).sum(1).clamp_min(1e-300)
+            m = self.dense / trace[:, None, None]
             if self.dim > 2048 and dtype != torch.float64:
                 try:
                     return torch.linalg.eigh(m.to(dtype))[1]
@@ -118,14 +124,17 @@ class _Covariance:
                     pass  # Rank-deficient factors can defeat float32; float64 copes.
             return torch.linalg.eigh(m.double())[1]
         rows = torch.cat(self.rows).double()
-        _, s, vh = torch.linalg.svd(rows, full_matrices=False)
-        keep = s > s.max() * max(rows.shape) * torch.finfo(torch.float64).eps
-        return vh[keep].T
+        _, sv, vh = torch.linalg.svd(rows, full_matrices=False)
+        keep = sv > sv.max() * max(rows.shape) * torch.finfo(torch.float64).eps
+        return vh[keep].T[None]
 
 
 @register_strategy
 class EKFACStrategy(CurvatureStrategy):
-    """EK-FAC per Linear/Conv2d block; small blocks of other modules fall back to `exact`.
+    """EK-FAC per Linear/Conv1d/Conv2d block; small blocks of other modules fall back to `exact`.
+
+    A grouped convolution gets Kronecker factors per group (its Gauss-Newton block is
+    block-diagonal over the groups).
 
     The global (all-parameter) influence is block-diagonal over the layers: the sum of
     the layers' EK-FAC scores, as in kronfluence.
@@ -169,8 +178,8 @@ class EKFACStrategy(CurvatureStrategy):
             else:
                 kind = type(ctx.model.get_submodule(b.layers[0])).__name__ if b.layers else "all"
                 raise ValueError(
-                    f"hessian='ekfac' supports nn.Linear and nn.Conv2d (groups=1, integer "
-                    f"padding) layers; {b.name or '<model>'!r} ({kind}, {b.numel:,} "
+                    f"hessian='ekfac' supports nn.Linear, nn.Conv1d and nn.Conv2d layers; "
+                    f"{b.name or '<model>'!r} ({kind}, {b.numel:,} "
                     f"parameters) is neither and too large for the exact fallback "
                     f"(EKFACSettings(fallback_max_params={self.settings.fallback_max_params})). "
                     "Use hessian='cg', or leave the layer out with layers=[...]."
@@ -256,7 +265,9 @@ class EKFACStrategy(CurvatureStrategy):
             seen += len(labels)
             logits = self._checked_forward(taps, inputs, labels)
             cot, keep = self._directions(logits, labels, gen)
-            yield taps.activations(), self._direction_grads(taps, inputs, logits, cot, keep)
+            acts = [_grouped(a, s) for a, s in zip(taps.activations(), taps.layers, strict=True)]
+            parts = self._direction_grads(taps, inputs, logits, cot, keep)
+            yield acts, ((rows, _grouped_all(g, taps.layers)) for rows, g in parts)
         self.ctx.check_count(seen)
 
     def _batches(self, desc: str):
@@ -304,19 +315,20 @@ class EKFACStrategy(CurvatureStrategy):
 
     def _fit_bases(self, taps: Taps, index: list[int]) -> list[tuple[Tensor, Tensor]]:
         s, dev = self.settings, self.ctx.device
-        cov_a = [_Covariance(self.layers[i].d_in, s.max_dense_dim, dev) for i in index]
-        cov_g = [_Covariance(self.layers[i].d_out, s.max_dense_dim, dev) for i in index]
+        layers = [self.layers[i] for i in index]
+        cov_a = [_Covariance(t.d_in, s.max_dense_dim, dev, t.groups) for t in layers]
+        cov_g = [_Covariance(t.d_out, s.max_dense_dim, dev, t.groups) for t in layers]
         # The first pass's pieces are kept for the second while they fit in cache_bytes.
         self._cache: list | None = []
         cached = 0
         start = time.perf_counter()
         for acts, parts in self._passes(taps, "EK-FAC factors"):
             for j in range(len(index)):
-                cov_a[j].add(acts[j].flatten(0, 1))
+                cov_a[j].add(acts[j].transpose(0, 1).flatten(1, 2))
             kept = []
             for rows, grads in parts:
                 for j in range(len(index)):
-                    cov_g[j].add(grads[j].flatten(0, 1))
+                    cov_g[j].add(grads[j].transpose(0, 1).flatten(1, 2))
                 if self._cache is not None:
                     kept.append((rows, grads))
                     cached += sum(t.numel() * t.element_size() for t in grads)
@@ -335,7 +347,7 @@ class EKFACStrategy(CurvatureStrategy):
             tqdm(index, desc="EK-FAC eigenbases", leave=False, disable=not self.ctx.show_progress)
         ):
             q_g, q_a = cov_g[j].eigenbasis(self.dtype), cov_a[j].eigenbasis(self.dtype)
-            self.ranks[i] = (q_g.shape[1], q_a.shape[1])
+            self.ranks[i] = (q_g.shape[-1], q_a.shape[-1])
             if self.damping <= 0 and self.ranks[i] != (self.layers[i].d_out, self.layers[i].d_in):
                 raise ValueError(
                     f"the Kronecker factors of {self.blocks[i].name!r} are low-rank (fewer "
@@ -345,10 +357,9 @@ class EKFACStrategy(CurvatureStrategy):
         return bases
 
     def _fit_eigenvalues(self, taps: Taps, index: list[int]) -> list[Tensor]:
-        sums = [
-            torch.zeros(q_g.shape[1], q_a.shape[1], dtype=torch.float64, device=self.ctx.device)
-            for q_g, q_a in self._bases
-        ]
+        dev = self.ctx.device
+        shapes = [(q_g.shape[0], q_g.shape[-1], q_a.shape[-1]) for q_g, q_a in self._bases]
+        sums = [torch.zeros(shape, dtype=torch.float64, device=dev) for shape in shapes]
         passes = self._cache if self._cache is not None else self._passes(taps, "EK-FAC Λ")
         self._cache = None
         for acts, parts in passes:
@@ -367,29 +378,28 @@ class EKFACStrategy(CurvatureStrategy):
         Rotating the pieces costs per position t, the matrices per example: the first is
         cheaper for few positions (Linear layers, small feature maps).
         """
-        (q_g, q_a), (t, d_in) = self._bases[j], a.shape[1:]
-        d_out = q_g.shape[0]
-        return t == 1 or t * (d_in * q_a.shape[1] + d_out * q_g.shape[1]) <= (
-            q_g.shape[1] * d_in * (d_out + q_a.shape[1])
-        )
+        (q_g, q_a), (t, d_in) = self._bases[j], a.shape[2:]
+        d_out, r_out, r_in = q_g.shape[-2], q_g.shape[-1], q_a.shape[-1]
+        return t == 1 or t * (d_in * r_in + d_out * r_out) <= r_out * d_in * (d_out + r_in)
 
     def _squared_moments(self, j: int, g: Tensor, a: Tensor, rows: Tensor, first: bool):
-        """`Σ_r (Q_Gᵀ (Σ_t g_rt a_{rows[r]}tᵀ) Q_A)²` elementwise (float64), memory-bounded.
+        """`Σ_r (Q_Gᵀ (Σ_t g_rt a_{rows[r]}tᵀ) Q_A)²` per group, elementwise (float64).
 
-        With `first`, `a` is already rotated (`a Q_A`) and `g` is rotated here.
+        `g [R, G, T, d_out]`, `a [B, G, T, ·]`; with `first`, `a` is already rotated
+        (`a Q_A`) and `g` is rotated here. Memory-bounded chunks of rows.
         """
         q_g, q_a = self._bases[j]
         if first:
             g = g @ q_g
-        if first and g.shape[1] == 1:
-            return torch.einsum("bo,bi->oi", g[:, 0] ** 2, a[rows, 0] ** 2).double()
-        per = g.shape[2] * a.shape[2] * g.element_size()
+        if first and g.shape[2] == 1:
+            return torch.einsum("bgo,bgi->goi", g[:, :, 0] ** 2, a[rows, :, 0] ** 2).double()
+        per = g.shape[1] * g.shape[3] * a.shape[3] * g.element_size()
         step = max(1, self.settings.chunk_bytes // per)
         total = 0
         for lo in range(0, len(g), step):
-            m = torch.einsum("bto,bti->boi", g[lo : lo + step], a[rows[lo : lo + step]])
+            m = torch.einsum("bgto,bgti->bgoi", g[lo : lo + step], a[rows[lo : lo + step]])
             if not first:
-                m = q_g.T @ m @ q_a
+                m = q_g.mT @ m @ q_a
             total = total + (m**2).sum(0).double()
         return total
 
@@ -406,20 +416,33 @@ class EKFACStrategy(CurvatureStrategy):
             return self._exact.inverse_hvp(self.fallback[block], vectors)
         j = list(self.layers).index(block)
         layer, (q_g, q_a) = self.layers[block], self._bases[j]
-        v = layer.from_flat(vectors.to(self.dtype))
-        rotated = q_g.T @ v @ q_a
+        v = _grouped(layer.from_flat(vectors.to(self.dtype)), layer)  # [m, G, d_out, d_in]
+        rotated = q_g.mT @ v @ q_a
         scaled = rotated / (self._eigenvalues[j] + self.damping).to(self.dtype)
-        out = q_g @ scaled @ q_a.T
+        out = q_g @ scaled @ q_a.mT
         if self.ranks[block] != (layer.d_out, layer.d_in):
             # The factors' null spaces have eigenvalue 0: (0 + λ)⁻¹ there.
-            out += (v - q_g @ rotated @ q_a.T) / self.damping
-        return layer.to_flat(out)
+            out += (v - q_g @ rotated @ q_a.mT) / self.damping
+        return layer.to_flat(out if layer.groups > 1 else out.squeeze(1))
 
     def eigenvalue_spectrum(self, block: int) -> Tensor:
-        """The corrected eigenvalues `Λ [r_out, r_in]` of a Linear/Conv2d block (float64)."""
+        """The corrected eigenvalues `Λ [r_out, r_in]` of a Linear/Conv block (float64).
+
+        A grouped convolution has one set per group: `[G, r_out, r_in]`.
+        """
         if block not in self.layers:
-            raise ValueError(f"block {block} is not a Linear/Conv2d block with EK-FAC factors.")
-        return self._eigenvalues[list(self.layers).index(block)]
+            raise ValueError(f"block {block} is not a Linear/Conv block with EK-FAC factors.")
+        values = self._eigenvalues[list(self.layers).index(block)]
+        return values if self.layers[block].groups > 1 else values[0]
+
+
+def _grouped(t: Tensor, layer: StructuredLayer) -> Tensor:
+    """Pieces or matrices with a group axis at dim 1 (added for an ungrouped layer)."""
+    return t if layer.groups > 1 else t.unsqueeze(1)
+
+
+def _grouped_all(pieces: list[Tensor], layers: list[StructuredLayer]) -> list[Tensor]:
+    return [_grouped(t, s) for t, s in zip(pieces, layers, strict=True)]
 
 
 def _logit_hessian(loss, logits: Tensor, labels: Tensor) -> Tensor:
