@@ -133,8 +133,9 @@ class _Covariance:
 class EKFACStrategy(CurvatureStrategy):
     """EK-FAC per Linear/Conv1d/Conv2d block; small blocks of other modules fall back to `exact`.
 
-    A grouped convolution gets Kronecker factors per group (its Gauss-Newton block is
-    block-diagonal over the groups).
+    A grouped convolution gets Kronecker factors per group: its curvature is taken
+    block-diagonal over the groups (as over the layers), `G` small blocks
+    `A_k ⊗ G_k` instead of one whose factors would mix the groups' parameters.
 
     The global (all-parameter) influence is block-diagonal over the layers: the sum of
     the layers' EK-FAC scores, as in kronfluence.
