@@ -22,6 +22,7 @@ other jobs on the machine do not distort the ratio).
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from pathlib import Path
@@ -38,7 +39,8 @@ from captum_layerinf.models import DigitsVGG
 from captum_layerinf.training import accuracy, train_classifier
 
 DAMPINGS = (1e-2, 1e-1, 1.0)
-WORKLOADS = ("digits", "wide")
+# A subset, e.g. WORKLOADS=wide, runs only those workloads.
+WORKLOADS = tuple(os.environ.get("WORKLOADS", "digits,wide").split(","))
 METHODS = ("exact", "ekfac", "ekfac_sampled", "kronfluence", "pcg")
 
 

@@ -17,6 +17,8 @@ from tests.conftest import rel_err
 
 from ._reference import dense_hessian, layer_names_of
 
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+
 # (name, layer, input shape without batch)
 LAYERS = [
     ("grouped", lambda: nn.Conv2d(4, 6, 3, padding=1, groups=2), (4, 5, 5)),
