@@ -71,15 +71,19 @@ class BlockGradients:
         return dict(zip(index, zip(self.taps.activations(), g, strict=True), strict=True))
 
     def chunks(
-        self, inputs: tuple[Tensor, ...], labels: Tensor
+        self, inputs: tuple[Tensor, ...], labels: Tensor, factors: dict | None = None
     ) -> Iterator[tuple[int, slice, Tensor]]:
-        """Yields `(block, rows, grads [len(rows), P_block])` covering every block and example."""
+        """Yields `(block, rows, grads [len(rows), P_block])` covering every block and example.
+
+        `factors` (from `factors`) replaces the structured blocks' forward and backward pass.
+        """
         n = len(labels)
-        for i, (a, g) in self.factors(inputs, labels).items():
+        factors = self.factors(inputs, labels) if factors is None else factors
+        for i, (a, g) in factors.items():
             step = self._rows(self.blocks[i].numel)
             for lo in range(0, n, step):
                 rows = slice(lo, min(n, lo + step))
-                per_example = torch.einsum("bto,bti->boi", g[rows], a[rows])
+                per_example = torch.einsum("...to,...ti->...oi", g[rows], a[rows])
                 yield i, rows, self.structure[i].to_flat(per_example)
         yield from self.generic_chunks(inputs, labels)
 
@@ -105,12 +109,15 @@ class Queries:
 
     Args:
         structure: The block's Linear/Conv2d structure (needed for a rank).
-        rank: Keep a rank-`rank` truncated SVD of each example's `[d_out, d_in]` matrix.
+        rank: Keep a rank-`rank` truncated SVD of each example's `[d_out, d_in]` matrix
+            (not for grouped convolutions, whose queries stay dense: `[G, d_out, d_in]`
+            per example is small).
     """
 
     def __init__(self, structure: StructuredLayer | None, rank: int | None) -> None:
         self.structure = structure
-        self.rank = rank if structure is not None else None
+        low_rank = structure is not None and structure.groups == 1
+        self.rank = rank if low_rank else None
         self.n = 0
         self.dense: list[Tensor] = []
         self.left: list[Tensor] = []
@@ -180,9 +187,10 @@ def score_batch(
         len(queries), queries[0].n, len(labels), dtype=torch.float64, device=labels.device
     )
     if any(q.rank is not None for q in queries):
-        for i, (a, g) in source.factors(inputs, labels).items():
-            out[i] = _factor_scores(queries[i], a, g, source)
-        chunks = source.generic_chunks(inputs, labels)
+        factors = source.factors(inputs, labels)
+        for i in [i for i in factors if queries[i].rank is not None]:
+            out[i] = _factor_scores(queries[i], *factors.pop(i), source)
+        chunks = source.chunks(inputs, labels, factors)
     else:
         chunks = source.chunks(inputs, labels)
     for i, rows, grads in chunks:

@@ -1,10 +1,15 @@
-"""Linear and Conv2d layers as `inputs x output-gradients`: per-example gradients by structure.
+"""Linear and convolution layers as `inputs x output-gradients`: per-example gradients by structure.
 
-For `nn.Linear` and `nn.Conv2d` the gradient of one example's loss w.r.t. the weight is
-`Σ_t g_t a_tᵀ` over positions t (tokens, or conv output pixels with `a_t` the unfolded
-input patch; a bias is a constant-1 input). Holding `a [B, T, d_in]` and `g [B, T, d_out]`
-costs `B T (d_in + d_out)` numbers instead of `B d_out d_in`, and one backward pass through
-the model serves every layer. EK-FAC's Kronecker factors are built from the same pieces.
+For `nn.Linear`, `nn.Conv1d` and `nn.Conv2d` the gradient of one example's loss w.r.t. the
+weight is `Σ_t g_t a_tᵀ` over positions t (tokens, or conv output positions with `a_t` the
+unfolded input patch; a bias is a constant-1 input). Holding `a [B, T, d_in]` and
+`g [B, T, d_out]` costs `B T (d_in + d_out)` numbers instead of `B d_out d_in`, and one
+backward pass through the model serves every layer. EK-FAC's Kronecker factors are built
+from the same pieces.
+
+A grouped convolution (`groups=G`, depthwise when G = channels) is G independent blocks:
+its pieces carry a group axis, `a [B, G, T, d_in]` and `g [B, G, T, d_out]` with d_in,
+d_out per group, and its per-example gradient is `[B, G, d_out, d_in]`.
 """
 
 from __future__ import annotations
@@ -23,14 +28,15 @@ from .._utils.modules import shared_parameter_names
 
 @dataclass(frozen=True)
 class StructuredLayer:
-    """A Linear or Conv2d block whose per-example gradients are `Σ_t g_t a_tᵀ`.
+    """A Linear or Conv1d/Conv2d block whose per-example gradients are `Σ_t g_t a_tᵀ`.
 
     Attributes:
         name: Module name.
         weight: Parameter name of the weight.
         bias: Parameter name of the bias, if the block contains it.
-        d_in: Input dimension, including the constant-1 column of a bias.
-        d_out: Output dimension.
+        d_in: Input dimension (per group), including the constant-1 column of a bias.
+        d_out: Output dimension (per group).
+        groups: Number of independent groups of a convolution (1 otherwise).
     """
 
     name: str
@@ -38,14 +44,17 @@ class StructuredLayer:
     bias: str | None
     d_in: int
     d_out: int
+    groups: int = 1
 
     def activations(self, module: nn.Module, x: Tensor) -> Tensor:
-        """The inputs `a [B, T, d_in]` of one call, unfolded into patches for a conv."""
-        if isinstance(module, nn.Conv2d):
-            patches = F.unfold(
-                x, module.kernel_size, module.dilation, module.padding, module.stride
-            )
-            a = patches.transpose(1, 2)
+        """The inputs `a [B, T, d_in]` (`[B, G, T, d_in]` if grouped) of one call."""
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+            a = _patches(module, x)
+            if self.groups > 1:
+                b, _, t = a.shape
+                a = a.view(b, self.groups, -1, t).transpose(2, 3)
+            else:
+                a = a.transpose(1, 2)
         else:
             a = x.reshape(x.shape[0], -1, x.shape[-1])
         if self.bias is not None:
@@ -53,32 +62,57 @@ class StructuredLayer:
         return a
 
     def output_grads(self, module: nn.Module, gy: Tensor) -> Tensor:
-        """Gradients w.r.t. the outputs of one call as `g [B, T, d_out]`."""
-        if isinstance(module, nn.Conv2d):
-            return gy.flatten(2).transpose(1, 2)
+        """Gradients w.r.t. the outputs of one call as `g [B, T, d_out]` (`[B, G, T, d_out]`)."""
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+            g = gy.flatten(2)
+            if self.groups > 1:
+                return g.view(g.shape[0], self.groups, self.d_out, -1).transpose(2, 3)
+            return g.transpose(1, 2)
         return gy.reshape(gy.shape[0], -1, gy.shape[-1])
 
     def to_flat(self, m: Tensor) -> Tensor:
-        """`[..., d_out, d_in]` matrices to the block's flat parameter order (weight, bias)."""
+        """`[..., (G,) d_out, d_in]` matrices to the block's flat parameter order (weight, bias)."""
+        k = 3 if self.groups > 1 else 2
         if self.bias is None:
-            return m.flatten(-2)
-        return torch.cat([m[..., :-1].flatten(-2), m[..., -1]], dim=-1)
+            return m.flatten(-k)
+        return torch.cat([m[..., :-1].flatten(-k), m[..., -1].flatten(1 - k)], dim=-1)
 
     def from_flat(self, v: Tensor) -> Tensor:
-        """The block's flat vectors `[..., P]` as `[..., d_out, d_in]` matrices."""
+        """The block's flat vectors `[..., P]` as `[..., (G,) d_out, d_in]` matrices."""
         lead = v.shape[:-1]
+        shape = (self.groups, self.d_out) if self.groups > 1 else (self.d_out,)
         if self.bias is None:
-            return v.reshape(*lead, self.d_out, self.d_in)
-        n_w = self.d_out * (self.d_in - 1)
-        w = v[..., :n_w].reshape(*lead, self.d_out, self.d_in - 1)
-        return torch.cat([w, v[..., n_w:].unsqueeze(-1)], dim=-1)
+            return v.reshape(*lead, *shape, self.d_in)
+        n_w = self.groups * self.d_out * (self.d_in - 1)
+        w = v[..., :n_w].reshape(*lead, *shape, self.d_in - 1)
+        return torch.cat([w, v[..., n_w:].reshape(*lead, *shape, 1)], dim=-1)
+
+
+def _patches(module: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
+    """The unfolded input patches `[B, C_in * prod(kernel), T]` of a convolution."""
+    padding = module.padding
+    if module.padding_mode != "zeros" or isinstance(padding, str):
+        # As the module pads: string padding ("same" may be uneven) or a padding mode.
+        mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+        x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
+        padding = (0,) * len(module.kernel_size)
+    if isinstance(module, nn.Conv1d):
+        return F.unfold(
+            x.unsqueeze(2),
+            (1, *module.kernel_size),
+            (1, *module.dilation),
+            (0, *padding),
+            (1, *module.stride),
+        )
+    return F.unfold(x, module.kernel_size, module.dilation, padding, module.stride)
 
 
 def structured_layer(model: nn.Module, layers, param_names) -> StructuredLayer | None:
     """The block as a `StructuredLayer`, or None where the structure does not apply.
 
-    It applies to a block that is one `nn.Linear`, or one `nn.Conv2d` with `groups=1`,
-    zero padding given as ints, whose parameters in the block are its weight (and bias).
+    It applies to a block that is one `nn.Linear`, `nn.Conv1d` or `nn.Conv2d` (any groups,
+    stride, dilation, integer or string padding, any padding mode) whose parameters in the
+    block are its weight (and bias).
     """
     if layers is None or len(layers) != 1:
         return None
@@ -92,19 +126,20 @@ def structured_layer(model: nn.Module, layers, param_names) -> StructuredLayer |
     if names & shared_parameter_names(model):
         return None  # tied weights: their gradient also flows through other modules
     has_bias = bias in names
+    groups = 1
     if isinstance(module, nn.Linear):
         d_in = module.in_features
-    elif (
-        isinstance(module, nn.Conv2d)
-        and module.groups == 1
-        and module.padding_mode == "zeros"
-        and not isinstance(module.padding, str)
-    ):
-        d_in = module.weight[0].numel()
+    elif isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        d_in, groups = module.weight[0].numel(), module.groups
     else:
         return None
     return StructuredLayer(
-        name, weight, bias if has_bias else None, d_in + has_bias, module.weight.shape[0]
+        name,
+        weight,
+        bias if has_bias else None,
+        d_in + has_bias,
+        module.weight.shape[0] // groups,
+        groups,
     )
 
 
@@ -150,7 +185,7 @@ class Taps:
     def activations(self) -> list[Tensor]:
         """Per layer `a [B, T, d_in]` of the last forward (several calls concatenated on T)."""
         return [
-            torch.cat([s.activations(m, x) for x, _ in calls], dim=1)
+            _cat([s.activations(m, x) for x, _ in calls])
             for s, m, calls in zip(self.layers, self.modules, self.calls, strict=True)
         ]
 
@@ -168,5 +203,10 @@ class Taps:
         for s, m, calls in zip(self.layers, self.modules, self.calls, strict=True):
             part = grads[start : start + len(calls)]
             start += len(calls)
-            result.append(torch.cat([s.output_grads(m, g) for g in part], dim=1))
+            result.append(_cat([s.output_grads(m, g) for g in part]))
         return result
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    """Concatenation on the positions T (no copy for a module called once)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)

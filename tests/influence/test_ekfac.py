@@ -24,14 +24,15 @@ def li_inputs(li):
 
 def test_corrected_eigenvalues_are_the_hessian_diagonal_in_the_kronecker_basis(relu_problem):
     # On a ReLU/max-pool CNN each layer's Hessian block is its Gauss-Newton block, so
-    # "expected" EK-FAC eigenvalues must be exactly diag(Qᵀ H Q) in the basis Q_A ⊗ Q_G.
+    # "expected" EK-FAC eigenvalues must be exactly diag(Qᵀ H Q) in the basis Q_A ⊗ Q_G
+    # when no direction is dropped.
     model, train, _ = relu_problem
-    li = LayerInfluence(model, train, hessian="ekfac")
+    li = LayerInfluence(model, train, hessian=EKFACSettings(class_tol=0.0))
     strategy = _fitted(li)
     xtr, ytr = train.tensors
     for b, layer in enumerate(li.layer_names):
         h = dense_hessian(model, xtr, ytr, layer_names_of(model, layer))
-        q_g, q_a = strategy._bases[b]
+        q_g, q_a = (q[0] for q in strategy._bases[b])  # one group
         basis = torch.einsum("oi,aj->ijoa", q_g, q_a).flatten(0, 1)  # [r_g r_a, d_out, d_in]
         flat = strategy.layers[b].to_flat(basis)
         diag = torch.einsum("kp,pq,kq->k", flat, h, flat).view(q_g.shape[1], q_a.shape[1])
@@ -57,7 +58,7 @@ def test_ekfac_equals_exact_when_the_hessian_is_kronecker():
     train = (a.repeat(20, 1), torch.randint(0, 4, (20,)))
     test = (torch.randn(5, 6, dtype=torch.float64), torch.randint(0, 4, (5,)))
     exact = LayerInfluence(model, train).influence(test)
-    ekfac = LayerInfluence(model, train, hessian="ekfac").influence(test)
+    ekfac = LayerInfluence(model, train, hessian=EKFACSettings(class_tol=0.0)).influence(test)
     assert rel_err(ekfac, exact) < 1e-8
 
 
@@ -170,3 +171,79 @@ def test_global_ekfac_is_block_diagonal_over_layers(relu_problem):
     model, train, test = relu_problem
     li = LayerInfluence(model, train, hessian="ekfac")
     assert rel_err(li.global_influence(test.tensors), li.compound_influence(test.tensors)) < 1e-10
+
+
+def _per_direction_passes(self, taps, desc):
+    """The unfused reference: every direction one backward pass through the whole batch.
+
+    Directions from `torch.func.hessian` of the loss (not the closed form), all of them
+    with a positive eigenvalue, dropped by `class_tol` with the same rule; each pass yields
+    all B rows (a dropped direction's rows get a zero cotangent).
+    """
+    from torch.func import hessian, vmap
+
+    from captum_layerinf.influence.strategies.ekfac import _grouped_all
+
+    for inputs, labels in self.ctx.batches(desc):
+        logits = taps.forward(inputs)
+        with torch.no_grad():
+            lam = vmap(hessian(self.ctx.loss.single))(logits.detach(), labels)
+            values, vectors = torch.linalg.eigh((lam + lam.transpose(1, 2)) / 2)
+            values, vectors = values.flip(1).clamp_min(0), vectors.flip(2)
+            tail = values.flip(1).cumsum(1).flip(1)
+            keep = (tail > self.settings.class_tol * values.sum(1, keepdim=True)) & (values > 0)
+            roots = vectors * (values * keep).sqrt()[:, None, :]
+        rows = torch.arange(len(labels))
+        k = int(keep.sum(1).max())
+        grads = [
+            (rows, taps.output_grads(logits, roots[:, :, j], retain=j < k - 1)) for j in range(k)
+        ]
+        yield (
+            _grouped_all(taps.activations(), taps.layers),
+            [(r, _grouped_all(g, taps.layers)) for r, g in grads],
+        )
+
+
+@pytest.mark.parametrize("class_tol", [0.0, 0.05])
+def test_gathered_directions_equal_one_backward_pass_per_direction(
+    relu_problem, monkeypatch, class_tol
+):
+    # The fit gathers (example, direction) pairs into sub-batches and uses the closed-form
+    # softmax Hessian; the reference runs every direction through the whole batch.
+    from captum_layerinf.influence import _taps
+    from captum_layerinf.influence.strategies.ekfac import EKFACStrategy
+
+    model, train, test = relu_problem
+    settings = EKFACSettings(class_tol=class_tol)
+    forwards = []
+    original = _taps.Taps.forward
+
+    def counted(self, inputs):
+        forwards.append(len(inputs[0]))
+        return original(self, inputs)
+
+    monkeypatch.setattr(_taps.Taps, "forward", counted)
+    fused = LayerInfluence(model, train, hessian=settings, batch_size=32)
+    got = fused.influence(test.tensors)
+    n_fit = len(forwards) - 4  # the 3 training batches and the test batch of scoring
+    if class_tol > 0:
+        assert n_fit > 3  # some directions were gathered into sub-batches of their own
+    monkeypatch.setattr(EKFACStrategy, "_passes", _per_direction_passes)
+    ref = LayerInfluence(model, train, hessian=settings, batch_size=32)
+    want = ref.influence(test.tensors)
+    assert rel_err(got, want) < 1e-10
+    for a, b in zip(_fitted(fused)._eigenvalues, _fitted(ref)._eigenvalues, strict=True):
+        assert rel_err(a, b) < 1e-10
+
+
+def test_dropped_directions_cost_little_and_reach_the_exact_expectation_at_zero(relu_problem):
+    model, train, test = relu_problem
+    exact = LayerInfluence(model, train, hessian=EKFACSettings(class_tol=0.0)).influence(
+        test.tensors
+    )
+    default = LayerInfluence(model, train, hessian="ekfac").influence(test.tensors)
+    coarse = LayerInfluence(model, train, hessian=EKFACSettings(class_tol=0.5)).influence(
+        test.tensors
+    )
+    assert rel_err(default, exact) < 1e-2
+    assert rel_err(coarse, exact) > rel_err(default, exact)
