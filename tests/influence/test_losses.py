@@ -134,3 +134,19 @@ def test_cross_entropy_on_one_dimensional_outputs_names_the_fix(net):
     y = torch.zeros(N, dtype=torch.long)
     with pytest.raises(ValueError, match=r"logits of shape \[batch, classes\].*nn.MSELoss"):
         LayerInfluence(flat, (x, y)).influence((x[:2], y[:2]))
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (2,)], ids=["[n]", "[n,1]", "[n,2]"])
+def test_ekfac_takes_the_output_hessian_of_regression_outputs(shape):
+    # The last Linear layer under MSE: its Hessian block is A ⊗ 2I/k, which EK-FAC's
+    # eigenvalue-corrected Kronecker factors represent exactly, for outputs of any shape.
+    torch.manual_seed(0)
+    k = shape[0] if shape else 1
+    head = [nn.Linear(5, k)] + ([nn.Flatten(0)] if not shape else [])
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), *head).double().eval()
+    x = torch.randn(20, 3, dtype=torch.float64)
+    y = torch.randn(20, *shape, dtype=torch.float64)
+    args = {"loss_fn": nn.MSELoss(), "damping": 0.1, "layers": ["2"]}
+    ekfac = LayerInfluence(model, (x, y), hessian="ekfac", **args).influence((x[:3], y[:3]))
+    exact = LayerInfluence(model, (x, y), hessian="exact", **args).influence((x[:3], y[:3]))
+    assert rel_err(ekfac, exact) <= 1e-10

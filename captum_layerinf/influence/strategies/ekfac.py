@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad, hessian, vmap
+from torch.func import grad, vmap
 from tqdm.auto import tqdm
 
 from .._scoring import GRAD_CHUNK_BYTES
@@ -248,6 +248,8 @@ class EKFACStrategy(CurvatureStrategy):
             )
             k = max(1, int(keep.sum(1).max()))
             cot = (vectors * values.sqrt()[:, None, :]).transpose(1, 2)[:, :k]
+            # Directions live in the flattened outputs; a cotangent has the outputs' shape.
+            cot = cot.reshape(len(cot), k, *logits.shape[1:])
             return cot.to(logits.dtype), keep[:, :k]
 
     def _passes(self, taps: Taps, desc: str):
@@ -450,7 +452,8 @@ def _logit_hessian(loss, logits: Tensor, labels: Tensor) -> Tensor:
     """Each example's loss Hessian in the logits, `Tensor [B, C, C]` (float64, symmetric).
 
     Cross-entropy without class weights (label smoothing or not) has the closed form
-    `diag(p) - p pᵀ`, `p` the softmax; other losses go through `torch.func.hessian`.
+    `diag(p) - p pᵀ`, `p` the softmax; other losses (regression, multi-label, a user's
+    function, outputs of any shape flattened to C) take the loss's own output Hessian.
     """
     fn = loss.fn
     if (
@@ -460,7 +463,7 @@ def _logit_hessian(loss, logits: Tensor, labels: Tensor) -> Tensor:
     ):
         p = torch.softmax(logits.double(), dim=1)
         return torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
-    lam = vmap(hessian(loss.single))(logits, labels).double()
+    lam = loss.output_hessian(logits, labels).double()
     return (lam + lam.transpose(1, 2)) / 2
 
 
