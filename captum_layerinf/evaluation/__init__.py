@@ -14,6 +14,7 @@ from .leave_one_out import (
     linear_datamodeling_score,
     loo_correlations,
     random_subsets,
+    retraining_effects,
     subset_retraining,
 )
 from .retraining import LBFGSRetrain, Retrain
@@ -29,5 +30,6 @@ __all__ = [
     "linear_datamodeling_score",
     "loo_correlations",
     "random_subsets",
+    "retraining_effects",
     "subset_retraining",
 ]

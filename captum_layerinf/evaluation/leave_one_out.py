@@ -63,6 +63,37 @@ class RetrainingEffects:
         return scores.double().cpu() @ (~self.keep).double().T / n_train
 
 
+def retraining_effects(
+    model: nn.Module,
+    retrain: Retrain,
+    test: tuple[Tensor, ...],
+    keep: Tensor,
+    seeds: tuple[int, ...] = (0,),
+    loss_fn=None,
+) -> RetrainingEffects:
+    """Retrains once per row of `keep` and measures each test loss change (drift subtracted).
+
+    The general form of `leave_one_out` and `subset_retraining`, for any removal sets,
+    e.g. to retrain in chunks and keep finished ones on disk.
+
+    Args:
+        model: The trained model (left unchanged).
+        retrain: `retrain(model, keep, seed) -> model`.
+        test: Test batch `(*inputs, labels)`.
+        keep: `Tensor [m, n_train]` bool, the examples each retraining keeps.
+        seeds: Seeds passed to `retrain`; losses are averaged over them.
+        loss_fn: Per-example test loss; default cross-entropy.
+
+    Returns:
+        `RetrainingEffects` with `actual [n_test, m]`.
+    """
+    keep = torch.as_tensor(keep, dtype=torch.bool)
+    if keep.dim() != 2:
+        raise ValueError(f"keep must be a bool Tensor [m, n_train]; got {tuple(keep.shape)}.")
+    _check(model, test, keep.shape[1], seeds)
+    return _effects(model, retrain, test, keep, tuple(seeds), loss_fn)
+
+
 def _effects(model, retrain, test, keep, seeds, loss_fn) -> RetrainingEffects:
     n_train = keep.shape[1]
     at_optimum = losses_on(model, test, loss_fn)
