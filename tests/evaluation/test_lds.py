@@ -11,6 +11,7 @@ from torch import nn
 
 from captum_layerinf.evaluation import (
     leave_one_out,
+    retraining_effects,
     linear_datamodeling_score,
     loo_correlations,
     subset_retraining,
@@ -74,6 +75,11 @@ def test_leave_one_out_on_the_datamodel():
     p, _ = loo_correlations(-a, effects, columns=cols)
     assert p.mean == pytest.approx(-1.0)
     assert model.w.abs().sum() == 0  # the given model is left unchanged
+    # The general form with explicit masks gives the same effects.
+    keep = torch.ones(len(removals), N_TRAIN, dtype=torch.bool)
+    keep[torch.arange(len(removals)), removals] = False
+    general = retraining_effects(model, retrain, test, keep, loss_fn=identity_loss)
+    torch.testing.assert_close(general.actual, effects.actual)
 
 
 def test_bad_input_names_the_problem():
