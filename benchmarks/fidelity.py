@@ -179,13 +179,15 @@ def strategy_settings(name: str, cfg: Config):
     return name
 
 
-def estimators(model, train, test, paths, lr, cfg: Config, cache: Path) -> dict:
+def estimators(model, train, test, paths, lr, cfg: Config, cache: Path, skip=()) -> dict:
     """Scores `[n_test, n_train]` of every estimator, keyed `strategy|which|damping`."""
     file = cache / "scores.pt"
     out = torch.load(file) if file.exists() else {}
     runs = [(s, d) for s in DAMPED if s in available_strategies() for d in cfg.dampings]
     runs += [(s, None) for s in UNDAMPED]
     for strategy, damping in runs:
+        if strategy in skip:
+            continue
         tag = f"{damping:g}" if damping is not None else "-"
         if f"{strategy}|sum|{tag}" in out:
             continue
@@ -207,7 +209,7 @@ def estimators(model, train, test, paths, lr, cfg: Config, cache: Path) -> dict:
         ("global-H", strategy_settings("cg", cfg)),
         ("global-GN", ExactSettings(gauss_newton="always")),
     ):
-        for damping in cfg.dampings:
+        for damping in cfg.dampings if label not in skip else ():
             key = f"{label}|global|{damping:g}"
             if key in out:
                 continue
@@ -217,7 +219,9 @@ def estimators(model, train, test, paths, lr, cfg: Config, cache: Path) -> dict:
             out[f"seconds|{label}|{damping:g}"] = time.perf_counter() - start
             print(f"  {label} damping {damping:g}: {time.perf_counter() - start:.0f} s", flush=True)
             torch.save(out, file)
-    return {k: v for k, v in out.items() if not k.startswith("seconds|")}
+    return {
+        k: v for k, v in out.items() if not k.startswith("seconds|") and k.split("|")[0] not in skip
+    }
 
 
 def headline(name: str) -> bool:
@@ -234,20 +238,31 @@ def own_picks(scores: dict, k: int) -> dict:
     }
 
 
+def _row_key(row: torch.Tensor) -> str:
+    return hashlib.sha1(row.numpy().tobytes()).hexdigest()
+
+
 def retrain_cached(model, retrain, test, keep: torch.Tensor, file: Path, chunk: int = 10):
-    """`retraining_effects` over the rows of `keep`, saved after every chunk (resumable)."""
-    done = torch.load(file) if file.exists() else {"actual": [], "baseline": None, "drift": None}
-    have = sum(a.shape[1] for a in done["actual"])
-    for start in range(have, len(keep), chunk):
-        eff = retraining_effects(model, retrain, test, keep[start : start + chunk])
-        done["actual"].append(eff.actual)
+    """`retraining_effects` over the rows of `keep`, saved after every chunk (resumable).
+
+    Results are keyed by the removal set itself, so a rerun with more estimators (a larger
+    pool) retrains only the new removals.
+    """
+    done = torch.load(file) if file.exists() else {"rows": {}, "baseline": None, "drift": None}
+    todo = [i for i, row in enumerate(keep) if _row_key(row) not in done["rows"]]
+    for start in range(0, len(todo), chunk):
+        rows = todo[start : start + chunk]
+        eff = retraining_effects(model, retrain, test, keep[rows])
+        for i, column in zip(rows, eff.actual.T, strict=True):
+            done["rows"][_row_key(keep[i])] = column
         done["baseline"], done["drift"] = eff.baseline, eff.drift
         torch.save(done, file)
-        print(f"    {file.stem}: {start + len(eff.keep)}/{len(keep)} retrainings", flush=True)
-    return RetrainingEffects(keep, torch.cat(done["actual"], 1), done["baseline"], done["drift"])
+        print(f"    {file.stem}: {start + len(rows)}/{len(todo)} retrainings", flush=True)
+    actual = torch.stack([done["rows"][_row_key(row)] for row in keep], 1)
+    return RetrainingEffects(keep, actual, done["baseline"], done["drift"])
 
 
-def run_seed(kind: str, cfg: Config, seed: int, root: Path) -> dict:
+def run_seed(kind: str, cfg: Config, seed: int, root: Path, skip=()) -> dict:
     """Scores and retrainings of one model and seed; returns per-estimator metrics."""
     folder = root / f"{kind}-seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -259,7 +274,7 @@ def run_seed(kind: str, cfg: Config, seed: int, root: Path) -> dict:
     with torch.no_grad():
         acc = (model(test_all[0]).argmax(1) == test_all[1]).double().mean().item()
     print(f"{kind} seed {seed}: {n} train, test accuracy {acc:.1%}", flush=True)
-    scores = estimators(model, train, test, paths, lr, cfg, folder)
+    scores = estimators(model, train, test, paths, lr, cfg, folder, skip)
     own = own_picks(scores, cfg.own_k)
     random_idx = torch.randperm(n, generator=gen)[: cfg.n_random]
     pool = torch.cat([p.flatten() for p in own.values()]).unique()
@@ -380,6 +395,9 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="a few minutes: smaller everything")
     parser.add_argument("--models", default="logistic,cnn,rescnn")
     parser.add_argument("--out", type=Path, default=None, help="cache folder (runs/fidelity)")
+    parser.add_argument(
+        "--skip", default="", help="estimators to leave out, e.g. cg,lissa,global-H (partial run)"
+    )
     parser.add_argument("--seeds", default=None, help="comma-separated subset of the seeds")
     parser.add_argument("--figure", type=Path, default=None, help="where to save the figure")
     args = parser.parse_args()
@@ -391,16 +409,17 @@ def main() -> None:
     (root / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     start = time.perf_counter()
     kinds = args.models.split(",")
+    skip = tuple(args.skip.split(",")) if args.skip else ()
     seeds = cfg.seeds if args.seeds is None else tuple(int(s) for s in args.seeds.split(","))
     # Seed-major order: an interrupted full run has every model at its first seeds.
     per_seed = {kind: [] for kind in kinds}
     for seed in seeds:
         for kind in kinds:
-            per_seed[kind].append(run_seed(kind, cfg, seed, root))
+            per_seed[kind].append(run_seed(kind, cfg, seed, root, skip))
     infos = {kind: [m["_info"] for m in per_seed[kind]] for kind in kinds}
     results = {kind: summarise(per_seed[kind]) for kind in kinds}
     minutes = (time.perf_counter() - start) / 60
-    print(f"\nconfig: {json.dumps(asdict(cfg))}, seeds run: {seeds}")
+    print(f"\nconfig: {json.dumps(asdict(cfg))}, seeds run: {seeds}, skipped: {skip}")
     print(f"total {minutes:.1f} min (cached parts not recomputed); per seed: {infos}\n")
     print("Aggregates and global scores (mean ± SEM over test images x seeds)\n")
     print("\n".join(table(results, layers=False)))
