@@ -264,6 +264,7 @@ def retrain_cached(model, retrain, test, keep: torch.Tensor, file: Path, chunk: 
 
 def run_seed(kind: str, cfg: Config, seed: int, root: Path, skip=()) -> dict:
     """Scores and retrainings of one model and seed; returns per-estimator metrics."""
+    skip = tuple(s.split(":")[-1] for s in skip if ":" not in s or s.startswith(f"{kind}:"))
     folder = root / f"{kind}-seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     model, train, test_all, paths, lr = train_model(kind, cfg, seed, folder)
@@ -396,7 +397,9 @@ def main() -> None:
     parser.add_argument("--models", default="logistic,cnn,rescnn")
     parser.add_argument("--out", type=Path, default=None, help="cache folder (runs/fidelity)")
     parser.add_argument(
-        "--skip", default="", help="estimators to leave out, e.g. cg,lissa,global-H (partial run)"
+        "--skip",
+        default="",
+        help="estimators to leave out (partial run), e.g. cg,global-H or rescnn:lissa",
     )
     parser.add_argument("--seeds", default=None, help="comma-separated subset of the seeds")
     parser.add_argument("--figure", type=Path, default=None, help="where to save the figure")
