@@ -11,9 +11,9 @@ from torch import nn
 
 from captum_layerinf.evaluation import (
     leave_one_out,
-    retraining_effects,
     linear_datamodeling_score,
     loo_correlations,
+    retraining_effects,
     subset_retraining,
 )
 
