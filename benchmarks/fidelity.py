@@ -393,7 +393,9 @@ def figure(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="a few minutes: smaller everything")
+    parser.add_argument(
+        "--small", action="store_true", help="smaller models and fewer retrainings (see SMALL)"
+    )
     parser.add_argument("--models", default="logistic,cnn,rescnn")
     parser.add_argument("--out", type=Path, default=None, help="cache folder (runs/fidelity)")
     parser.add_argument(

@@ -33,7 +33,7 @@ def fitted():
     retrain = LBFGSRetrain(x, y, weight_decay=WD, iters=500)
     retrain(model.eval(), torch.ones(N_TRAIN, dtype=torch.bool))
     scores = LayerInfluence(model, (x, y), damping=WD).global_influence(test)
-    return model, retrain.__class__(x, y, weight_decay=WD, iters=60), test, scores
+    return model, LBFGSRetrain(x, y, weight_decay=WD, iters=60), test, scores
 
 
 def test_exact_influence_predicts_leave_one_out(fitted):
