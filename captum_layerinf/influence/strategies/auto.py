@@ -96,6 +96,20 @@ class AutoStrategy(CurvatureStrategy):
     Settings = AutoSettings
     shardable = True  # Its parts (exact, ekfac, cg, pcg) are; checked again in `fit`.
 
+    def __init__(self, settings: AutoSettings, damping: float) -> None:
+        super().__init__(settings, damping)
+        for field, name in (("structured", settings.structured), ("generic", self._generic())):
+            if name not in _REGISTRY:
+                raise ValueError(
+                    f"AutoSettings({field}={name!r}) is not a registered strategy; "
+                    f"available: {available_strategies()}."
+                )
+            if _REGISTRY[name].delegates_scoring:
+                raise ValueError(
+                    f"AutoSettings({field}={name!r}) computes whole scores itself; auto "
+                    "needs an inverse-Hessian strategy (e.g. 'ekfac', 'cg')."
+                )
+
     def _generic(self) -> str:
         names = available_strategies()
         for name in self.settings.generic:
