@@ -310,7 +310,9 @@ class LayerInfluence(DataInfluence):
 
         With `hessian="auto"` the reason says why (block size against the budget, Kronecker
         structure); the global entry says whether the full Hessian is exact or
-        approximated block-diagonally. Nothing is fitted to answer.
+        approximated block-diagonally. Nothing is fitted to answer: before a fit this is
+        the plan by size; once fitted, the fit's choices (a probe on the first batch moves
+        curved blocks above `AutoSettings.max_hvp_params` to the scalable strategy).
 
         Examples:
             >>> LayerInfluence(model, train).strategies["features.0"]
@@ -320,7 +322,10 @@ class LayerInfluence(DataInfluence):
         out = {}
         for which in ("layers", GLOBAL):
             blocks = self._blocks(which)
-            if isinstance(strategy, AutoStrategy):
+            fitted = self._fitted.get(which, (None,))[0]
+            if isinstance(fitted, AutoStrategy):
+                plan = [fitted.choices[b.name] for b in blocks]
+            elif isinstance(strategy, AutoStrategy):
                 plan = strategy.plan(self.model, blocks)
             else:
                 plan = [(strategy.name, f"hessian={strategy.name!r} was given")] * len(blocks)
@@ -380,7 +385,6 @@ class LayerInfluence(DataInfluence):
                 example_shapes=self._example_shapes,
             )
             if isinstance(strategy, AutoStrategy):
-                self._announce(which, strategy.plan(self.model, self._blocks(which)))
                 other = self._fitted.get("layers" if which == GLOBAL else GLOBAL)
                 if other is not None and isinstance(other[0], AutoStrategy):
                     strategy.reuse = other[0]  # Same data and damping: shared blocks reused.
@@ -388,6 +392,8 @@ class LayerInfluence(DataInfluence):
                 strategy.fit(ctx, self._blocks(which))
             else:
                 strategy.restore(ctx, self._blocks(which), state)
+            if isinstance(strategy, AutoStrategy):
+                self._announce(which, [strategy.choices[b.name] for b in self._blocks(which)])
             self._fitted[which] = (strategy, ctx)
         strategy, ctx = self._fitted[which]
         ctx.show_progress = show_progress or self.show_progress

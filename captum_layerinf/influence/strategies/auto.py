@@ -35,6 +35,7 @@ from .base import (
     make_strategy,
     register_strategy,
 )
+from .exact import ExactSettings
 
 BLOCK_DIAGONAL = "block-diagonal"
 
@@ -46,6 +47,10 @@ class AutoSettings:
     Attributes:
         max_block_bytes: Largest dense float64 block (`8 P²` bytes) computed exactly; the
             default, 128 MiB, is P <= 4096 parameters.
+        max_hvp_params: A block that fits but is curved (the logits are not piecewise
+            linear in it, so `exact` needs P Hessian-vector products per batch, e.g. a conv
+            followed by SiLU) is exact only up to this many parameters; larger ones get the
+            scalable strategy. A probe on the first batch decides (at fit time).
         structured: Strategy for larger Linear/Conv2d blocks (Kronecker structure).
         generic: Candidates, in order, for larger blocks without that structure; the
             first registered one is used.
@@ -54,6 +59,7 @@ class AutoSettings:
     """
 
     max_block_bytes: int = 128 * 2**20
+    max_hvp_params: int = 256
     structured: str = "ekfac"
     generic: tuple[str, ...] = ("pcg", "cg")
     sub_settings: tuple[Any, ...] = ()
@@ -144,16 +150,20 @@ class AutoStrategy(CurvatureStrategy):
             block = blocks[0]
             if block_bytes(block) <= self.settings.max_block_bytes:
                 return [self._choose(model, block)]
-            budget = self.settings.max_block_bytes / 2**20
-            parts = [self._choose(model, b)[0] for b in split_by_module(block, model)]
-            counts = {n: parts.count(n) for n in dict.fromkeys(parts)}
-            used = ", ".join(f"{n} x{c}" for n, c in counts.items())
-            reason = (
-                f"full Hessian of {block.numel:,} params > {budget:g} MiB: block-diagonal "
-                f"over {len(parts)} modules ({used}), cross-module curvature dropped"
-            )
-            return [(BLOCK_DIAGONAL, reason)]
+            return [self._block_diagonal(model, block, "full Hessian of")]
         return [self._choose(model, b) for b in blocks]
+
+    def _block_diagonal(self, model, block: Block, what: str) -> tuple[str, str]:
+        budget = self.settings.max_block_bytes / 2**20
+        parts = [self._choose(model, b)[0] for b in split_by_module(block, model)]
+        counts = {n: parts.count(n) for n in dict.fromkeys(parts)}
+        used = ", ".join(f"{n} x{c}" for n, c in counts.items())
+        size = f"> {budget:g} MiB" if what.startswith("full") else "needs HVPs"
+        reason = (
+            f"{what} {block.numel:,} params {size}: block-diagonal over {len(parts)} "
+            f"modules ({used}), cross-module curvature dropped"
+        )
+        return BLOCK_DIAGONAL, reason
 
     def _make(self, name: str) -> CurvatureStrategy:
         cls = _REGISTRY[name]
@@ -166,18 +176,50 @@ class AutoStrategy(CurvatureStrategy):
             )
         return strategy
 
+    def _curved(self, ctx: FitContext, block: Block) -> bool:
+        """Whether `exact` would build this block from Hessian-vector products (a probe)."""
+        if block.numel <= self.settings.max_hvp_params:
+            return False
+        if self._batch is None:
+            self._batch = ctx.first_batch()
+        try:
+            r = ctx.engine.curvature_residual(*self._batch, list(block.param_names))
+        except RuntimeError:  # The probe itself needs products the model does not support.
+            return True
+        return r > ExactSettings().residual_tol
+
+    def _scalable(self, model, block: Block) -> str:
+        if structured_layer(model, block.layers, block.param_names) is not None:
+            return self.settings.structured
+        return self._generic()
+
     def _assign(self, ctx: FitContext, blocks: list[Block]):
         """`(sub-blocks, per sub-block strategy name, slices into the global vector)`."""
         self.choices = {}
+        self._batch = None
         plan = self.plan(ctx.model, blocks)
+        if plan[0][0] == "exact" and blocks[0].layers is None and self._curved(ctx, blocks[0]):
+            plan = [self._block_diagonal(ctx.model, blocks[0], "curved full Hessian of")]
         if plan[0][0] == BLOCK_DIAGONAL:
             self.choices[blocks[0].name] = plan[0]
             subs = split_by_module(blocks[0], ctx.model)
             names = [self._choose(ctx.model, b)[0] for b in subs]
-            return subs, names, _positions(blocks[0], subs, ctx.model, ctx.device)
-        for b, choice in zip(blocks, plan, strict=True):
-            self.choices[b.name] = choice
-        return blocks, [c[0] for c in plan], None
+            slices = _positions(blocks[0], subs, ctx.model, ctx.device)
+        else:
+            subs, names, slices = blocks, [c[0] for c in plan], None
+            self.choices = {b.name: c for b, c in zip(blocks, plan, strict=True)}
+        for i, b in enumerate(subs):
+            if names[i] == "exact" and self._curved(ctx, b):
+                names[i] = self._scalable(ctx.model, b)
+                if slices is None:
+                    self.choices[b.name] = (
+                        names[i],
+                        f"{b.numel:,} params, curved (logits not piecewise linear in it): "
+                        f"exact needs {b.numel:,} Hessian-vector products per batch "
+                        f"> AutoSettings.max_hvp_params={self.settings.max_hvp_params}",
+                    )
+        self._batch = None
+        return subs, names, slices
 
     reuse: AutoStrategy | None = None
     """Another "auto" fitted on the same training set and damping (e.g. the layer-wise one):
