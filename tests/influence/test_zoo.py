@@ -20,7 +20,6 @@ NO_FORWARD_AD = (
     "Hessian-vector products use forward-mode AD, which PyTorch lacks for "
     "hardswish/hardsigmoid: waits for reverse-over-reverse products"
 )
-DEPTHWISE = "EK-FAC does not structure grouped/depthwise Conv2d yet"
 
 
 def _xfail(reason):
@@ -32,10 +31,15 @@ ARCHS += ["densenet121"]
 HVP_BLOCKED = {"mobilenet_v3_small"}
 
 
+FAST = {"resnet18"}  # the others take 30-450 s each on 2 busy cores: slow
+
+
 def _params(arch, marks_for=(), reason=""):
-    return [
-        pytest.param(a, marks=_xfail(reason)) if a in marks_for else pytest.param(a) for a in ARCHS
-    ]
+    params = []
+    for a in ARCHS:
+        marks = [_xfail(reason)] if a in marks_for else []
+        params.append(pytest.param(a, marks=marks if a in FAST else [*marks, pytest.mark.slow]))
+    return params
 
 
 def build(arch: str):
@@ -76,7 +80,7 @@ def test_default_methods_on_three_layers(arch):
             assert p > 1 - 1e-6, (name, p)
 
 
-@pytest.mark.parametrize("arch", _params(ARCHS, HVP_BLOCKED, NO_FORWARD_AD, {"resnet18"}))
+@pytest.mark.parametrize("arch", _params(ARCHS, HVP_BLOCKED, NO_FORWARD_AD))
 def test_auto_agrees_with_cg_on_small_layers(arch):
     model, train, test, layers = build(arch)
     small = [
