@@ -1,6 +1,7 @@
 """captum-layerinf: layer-wise influence functions for Captum."""
 
 from .influence import (
+    AutoSettings,
     CGSettings,
     EKFACSettings,
     ExactSettings,
@@ -14,6 +15,7 @@ from .influence import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoSettings",
     "CGSettings",
     "EKFACSettings",
     "ExactSettings",

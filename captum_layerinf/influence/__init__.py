@@ -4,6 +4,7 @@ from ._check import FidelityReport
 from ._store import CorruptChunkError, ScoreStore, StoreMismatchError
 from .layer_influence import LayerInfluence
 from .strategies import (
+    AutoSettings,
     CaptumSettings,
     CGSettings,
     EKFACSettings,
@@ -16,6 +17,7 @@ from .strategies import (
 )
 
 __all__ = [
+    "AutoSettings",
     "CGSettings",
     "CaptumSettings",
     "CorruptChunkError",

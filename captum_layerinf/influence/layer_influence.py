@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from ._gradients import GradientEngine
 from ._resume import score_chunks
 from ._scoring import BlockGradients, precondition, score_batch
 from .strategies import (
+    AutoStrategy,
     Block,
     CurvatureStrategy,
     FitContext,
@@ -39,6 +42,8 @@ from .strategies import (
 )
 
 GLOBAL = "<global>"
+
+logger = logging.getLogger("captum_layerinf")
 
 
 class LayerInfluence(DataInfluence):
@@ -67,7 +72,12 @@ class LayerInfluence(DataInfluence):
             `(outputs, targets) -> Tensor [batch]` or `[batch, ...]` (summed). Regression,
             multi-label and label-smoothing losses all work.
         hessian: A strategy name or a strategy's Settings instance, e.g.
-            `EKFACSettings(fisher="sampled")`: "exact" (dense blocks), "cg" (conjugate
+            `EKFACSettings(fisher="sampled")`: "auto" (the default: per layer, "exact"
+            where the dense float64 block fits `AutoSettings.max_block_bytes` (128 MiB,
+            4,096 parameters), else "ekfac" for Linear/Conv2d layers and CG (preconditioned
+            where "pcg" is available) for others; the global score is exact when the full
+            Hessian fits, else block-diagonal over modules; `strategies` says what each
+            layer got and why), "exact" (dense blocks), "cg" (conjugate
             gradient, exact Hessian-vector products), "lissa" (stochastic Neumann series),
             "ekfac" (eigenvalue-corrected Kronecker factors, for large layers), "identity"
             (gradient similarity), "tracin" (checkpoints), "captum" (Captum's
@@ -93,6 +103,8 @@ class LayerInfluence(DataInfluence):
         output_fn: For a model whose output is not a tensor (a tuple, a dict, a
             HuggingFace-style object): `output_fn(output) -> Tensor [batch, ...]` picks the
             outputs the loss is computed on, e.g. `lambda out: out["logits"]`.
+        show_progress: Show tqdm progress bars over the fit passes and the scoring of the
+            training set (as Captum's `show_progress`); each method's own flag adds to it.
 
     Examples:
         >>> li = LayerInfluence(model, train_ds)
@@ -106,7 +118,7 @@ class LayerInfluence(DataInfluence):
         train_dataset: Dataset | DataLoader | tuple[Tensor, ...],
         layers: Sequence[str] | None = None,
         loss_fn: nn.Module | Any | None = None,
-        hessian: str | Any = "exact",
+        hessian: str | Any = "auto",
         damping: float = 1e-2,
         batch_size: int = 64,
         output_dir: str | os.PathLike | None = None,
@@ -115,6 +127,7 @@ class LayerInfluence(DataInfluence):
         learning_rates: Sequence[float] | None = None,
         query_rank: int | None = None,
         output_fn: Callable[[Any], Tensor] | None = None,
+        show_progress: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module; got {type(model).__name__}.")
@@ -132,6 +145,8 @@ class LayerInfluence(DataInfluence):
         self.damping = float(damping)
         self.batch_size = batch_size
         self.hessian = hessian
+        self.show_progress = bool(show_progress)
+        self._announced: set[str] = set()
         if query_rank is not None and (not isinstance(query_rank, int) or query_rank < 1):
             raise ValueError(f"query_rank must be a positive int or None; got {query_rank!r}.")
         self.query_rank = query_rank
@@ -253,29 +268,39 @@ class LayerInfluence(DataInfluence):
     def check(
         self,
         inputs: tuple[Tensor, ...] | DataLoader,
-        n_test: int = 8,
-        n_train: int = 64,
-        reference: str = "cg",
+        n_test: int = 4,
+        n_train: int = 32,
+        reference: str = "auto",
         seed: int = 0,
         warn_below: float = 0.9,
         show_progress: bool = False,
+        n_curvature: int | None = 64,
     ) -> FidelityReport:
-        """Measures, per layer, how well this strategy agrees with a reference strategy.
+        """Measures, per layer, how well this strategy agrees with a reference, cheaply.
 
-        Scores a random subset of test and training examples with this instance's
-        strategy and with `reference` (conjugate gradient by default: exact up to its
-        tolerance, with the curvature of the whole training set), and compares them.
-        Approximate curvature (EK-FAC, LiSSA, identity) can be far off on a trained
-        network's nearly singular layers at small damping; run this before trusting it.
+        Both this instance's strategy and the reference are fitted on the curvature of the
+        same random subset of `n_curvature` training examples, and score a random subset
+        of test and training examples; the report compares them per layer. This measures
+        the strategy's own approximation (e.g. EK-FAC's Kronecker structure) at a small
+        fraction of the cost of the call it checks. The default reference, "auto", is the
+        exact dense block where it is small, the exact damped Gauss-Newton block (inverted
+        by the Woodbury identity, reverse-mode passes only) for larger Linear/Conv2d
+        layers (the Hessian block where the logits are piecewise linear in the layer), and
+        CG otherwise. Approximate curvature (EK-FAC, LiSSA, identity) can be far off on a
+        trained network's nearly singular layers at small damping; run this before
+        trusting it.
 
         Args:
             inputs: Test examples `(*inputs, labels)` or a DataLoader.
             n_test: Test examples sampled.
             n_train: Training examples sampled.
-            reference: Strategy name to compare with.
+            reference: "auto" (see above), or a strategy name to compare with.
             seed: Seed of the sampling.
             warn_below: Warn when a layer's Pearson correlation is below this.
             show_progress: Show progress bars.
+            n_curvature: Training examples whose curvature both sides use; None (or at
+                least the training set's size) compares on the whole training set, with
+                this instance's fitted strategy.
 
         Returns:
             A `FidelityReport` with `pearson`, `spearman` and `scale` per layer
@@ -287,8 +312,44 @@ class LayerInfluence(DataInfluence):
         """
         with evaluation_state(self.model), output_transform(self.model, self.output_fn):
             return check_fidelity(
-                self, inputs, n_test, n_train, reference, seed, warn_below, show_progress
+                self,
+                inputs,
+                n_test,
+                n_train,
+                reference,
+                seed,
+                warn_below,
+                show_progress,
+                n_curvature,
             )
+
+    @property
+    def strategies(self) -> dict[str, tuple[str, str]]:
+        """`{layer: (strategy name, reason)}` per layer, and `"<global>"` for Eq. 5.
+
+        With `hessian="auto"` the reason says why (block size against the budget, Kronecker
+        structure); the global entry says whether the full Hessian is exact or
+        approximated block-diagonally. Nothing is fitted to answer: before a fit this is
+        the plan by size; once fitted, the fit's choices (a probe on the first batch moves
+        curved blocks above `AutoSettings.max_hvp_params` to the scalable strategy).
+
+        Examples:
+            >>> LayerInfluence(model, train).strategies["features.0"]
+            ('exact', 'dense block 168 params (0.2 MiB) fits 128 MiB')
+        """
+        strategy = make_strategy(self.hessian, self.damping, **self._strategy_args)
+        out = {}
+        for which in ("layers", GLOBAL):
+            blocks = self._blocks(which)
+            fitted = self._fitted.get(which, (None,))[0]
+            if isinstance(fitted, AutoStrategy):
+                plan = [fitted.choices[b.name] for b in blocks]
+            elif isinstance(strategy, AutoStrategy):
+                plan = strategy.plan(self.model, blocks)
+            else:
+                plan = [(strategy.name, f"hessian={strategy.name!r} was given")] * len(blocks)
+            out.update({b.name: c for b, c in zip(blocks, plan, strict=True)})
+        return out
 
     # ---------------------------------------------------------------- internals
 
@@ -338,18 +399,39 @@ class LayerInfluence(DataInfluence):
                 n_train=self._n_train(),
                 damping=self.damping,
                 device=self.device,
-                show_progress=show_progress,
+                show_progress=show_progress or self.show_progress,
                 shard=shard,
                 example_shapes=self._example_shapes,
             )
+            if isinstance(strategy, AutoStrategy):
+                other = self._fitted.get("layers" if which == GLOBAL else GLOBAL)
+                if other is not None and isinstance(other[0], AutoStrategy):
+                    strategy.reuse = other[0]  # Same data and damping: shared blocks reused.
             if state is None:
                 strategy.fit(ctx, self._blocks(which))
             else:
                 strategy.restore(ctx, self._blocks(which), state)
+            if isinstance(strategy, AutoStrategy):
+                self._announce(which, [strategy.choices[b.name] for b in self._blocks(which)])
             self._fitted[which] = (strategy, ctx)
         strategy, ctx = self._fitted[which]
-        ctx.show_progress = show_progress
+        ctx.show_progress = show_progress or self.show_progress
         return strategy, ctx
+
+    def _announce(self, which: str, plan: list[tuple[str, str]]) -> None:
+        """Logs which strategies "auto" chose, once per kind; warns if any is approximate."""
+        if which in self._announced:
+            return
+        self._announced.add(which)
+        names = [name for name, _ in plan]
+        counts = ", ".join(f"{n} x{names.count(n)}" for n in dict.fromkeys(names))
+        what = "global influence" if which == GLOBAL else f"{len(plan)} layers"
+        line = f"hessian='auto' for {what}: {counts} (see LayerInfluence.strategies)."
+        if which == GLOBAL and names[0] != "exact":
+            line += f" {plan[0][1]}."
+        logger.info(line)
+        if any(n != "exact" for n in names):
+            warnings.warn(line, stacklevel=4)
 
     def _source(self, strategy: CurvatureStrategy, ctx: FitContext) -> BlockGradients:
         return BlockGradients(self.model, self.loss, ctx.engine, strategy.blocks)

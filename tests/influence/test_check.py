@@ -3,14 +3,16 @@
 import pytest
 import torch
 
-from captum_layerinf import FidelityReport, LayerInfluence
+from captum_layerinf import AutoSettings, FidelityReport, LayerInfluence
+from captum_layerinf._utils.data import as_dataloader
 from captum_layerinf.influence._check import pearson
+from captum_layerinf.influence._reference import GaussNewtonWoodbury
 
 
 def test_check_equals_correlations_computed_from_full_scores(relu_problem):
     model, train, test = relu_problem
     li = LayerInfluence(model, train, hessian="identity")
-    report = li.check(test.tensors, n_test=4, n_train=30, seed=1, warn_below=-1.0)
+    report = li.check(test.tensors, n_test=4, n_train=30, seed=1, warn_below=-1.0, n_curvature=None)
     assert isinstance(report, FidelityReport)
     i, j = report.test_indices, report.train_indices
     assert len(i) == 4 and len(j) == 30 and len(set(j.tolist())) == 30
@@ -36,7 +38,7 @@ def test_check_warns_on_a_poor_layer(relu_problem):
     li = LayerInfluence(model, train, hessian="identity", damping=1e-2)
     report = li.check(test.tensors, n_test=4, n_train=40, warn_below=1.0)
     assert (report.pearson < 1.0).all()
-    with pytest.warns(UserWarning, match="agrees poorly with 'cg'"):
+    with pytest.warns(UserWarning, match="agrees poorly with 'reference'"):
         li.check(test.tensors, n_test=4, n_train=40, warn_below=float(report.pearson.max()))
 
 
@@ -46,3 +48,55 @@ def test_check_samples_are_seeded(relu_problem):
     a = li.check(test.tensors, n_test=2, n_train=10, seed=3, warn_below=-1.0)
     b = li.check(test.tensors, n_test=2, n_train=10, seed=3, warn_below=-1.0)
     assert torch.equal(a.train_indices, b.train_indices) and torch.equal(a.pearson, b.pearson)
+
+
+def test_default_check_compares_on_a_curvature_subset(relu_problem):
+    """Default: both sides use the curvature of the same random subset; on a ReLU net the
+    reference there is the exact block, so the report equals exact-on-the-subset scores."""
+    model, train, test = relu_problem
+    li = LayerInfluence(model, train, hessian="identity")
+    report = li.check(test.tensors, n_test=3, n_train=20, seed=2, warn_below=-1.0)
+    sub = report.curvature_indices
+    assert len(sub) == 64 and len(set(sub.tolist())) == 64 and int(sub.max()) < len(train)
+    x, y = train.tensors
+    exact = LayerInfluence(model, (x[sub], y[sub]), hessian="exact")
+    strategy, ctx = exact._fit("layers", False)
+    xt, yt = test.tensors
+    i, j = report.test_indices, report.train_indices
+    loader = as_dataloader((xt[i], yt[i]), 64, "inputs")
+    ref = next(exact._score_batches(strategy, ctx, loader, [((x[j],), y[j])]))
+    ours = li.influence(test.tensors)[:, i][:, :, j]
+    for k in range(len(li.layer_names)):
+        assert abs(report.pearson[k] - pearson(ours[k], ref[k])) < 1e-6
+
+
+def test_gauss_newton_woodbury_equals_exact_on_a_relu_net(relu_problem):
+    """The check's reference for Linear/Conv2d blocks (reverse passes, Woodbury) is the
+    exact damped block where the logits are piecewise linear in the layer."""
+    model, train, _ = relu_problem
+    li = LayerInfluence(model, train, hessian="exact", damping=1e-2)
+    exact, ctx = li._fit("layers", False)
+    gn = GaussNewtonWoodbury(None, li.damping)
+    gn.fit(ctx, exact.blocks)
+    gen = torch.Generator().manual_seed(0)
+    for b, block in enumerate(exact.blocks):
+        v = torch.randn(3, block.numel, generator=gen, dtype=torch.float64)
+        want = exact.inverse_hvp(b, v)
+        assert torch.allclose(gn.inverse_hvp(b, v), want, rtol=1e-6, atol=1e-8 * want.abs().max())
+
+
+def test_reference_reuses_exact_blocks_and_uses_woodbury_elsewhere(relu_problem):
+    model, train, test = relu_problem
+    budget = AutoSettings(max_block_bytes=8 * 300**2)  # the convs exact, the linear EK-FAC
+    li = LayerInfluence(model, train, hessian=budget)
+    assert [c[0] for c in li.strategies.values()] == ["exact", "exact", "ekfac", "block-diagonal"]
+    report = li.check(test.tensors, n_test=3, n_train=20, warn_below=-1.0)
+    assert report.strategy == "auto" and report.reference == "reference"
+    assert report.pearson[0] > 1 - 1e-10 and report.pearson[1] > 1 - 1e-10
+    assert 0.5 < report.pearson[2] < 1 - 1e-6
+
+
+def test_check_rejects_a_bad_curvature_subset(relu_problem):
+    model, train, test = relu_problem
+    with pytest.raises(ValueError, match="n_curvature must be a positive int"):
+        LayerInfluence(model, train).check(test.tensors, n_curvature=0)

@@ -32,7 +32,7 @@ def test_probe_uses_gauss_newton_exactly_where_the_model_is_piecewise_linear(
         # Only the last layer feeds the logits linearly; tanh curves the other two.
         (tanh_problem, ["hessian", "hessian", "gauss-newton"]),
     ]:
-        li = LayerInfluence(model, train, damping=DAMPING)
+        li = LayerInfluence(model, train, hessian="exact", damping=DAMPING)
         li.influence(test.tensors)
         strategy, _ = li._fitted["layers"]
         assert strategy.method == expected
@@ -60,7 +60,7 @@ def test_gauss_newton_is_not_exact_on_tanh(tanh_problem):
 
 def test_global_equals_dense_hessian_of_all_parameters(relu_problem):
     model, train, test = relu_problem
-    li = LayerInfluence(model, train, damping=DAMPING)
+    li = LayerInfluence(model, train, hessian="exact", damping=DAMPING)
     ours = li.global_influence(test.tensors)
     names = [n for n, _ in model.named_parameters()]
     ref = reference_scores(model, train, test, names, DAMPING)

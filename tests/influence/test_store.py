@@ -55,7 +55,7 @@ def test_scores_on_disk_equal_the_in_memory_ones(problem, reference, tmp_path):
     assert torch.equal(store.read(), reference)
     assert torch.equal(store.chunk(1), reference[..., 6:12])
     args = json.loads((tmp_path / "arguments.json").read_text())
-    assert args["hessian"] == "exact" and args["damping"] == DAMPING and args["n_train"] == 26
+    assert args["hessian"] == "auto" and args["damping"] == DAMPING and args["n_train"] == 26
     # Top-k and compound scores are merged across chunks.
     top = li.influence(test, k=4, proponents=False)
     expected = torch.topk(reference, 4, dim=-1, largest=False)

@@ -1,5 +1,6 @@
 """Curvature strategies, registered by name: importing this package registers them all."""
 
+from .auto import AutoSettings, AutoStrategy
 from .base import (
     Block,
     CurvatureStrategy,
@@ -18,6 +19,8 @@ from .lissa import LiSSASettings, LiSSAStrategy
 from .tracin import TracInSettings, TracInStrategy, load_checkpoint
 
 __all__ = [
+    "AutoSettings",
+    "AutoStrategy",
     "Block",
     "CaptumSettings",
     "CaptumStrategy",

@@ -1,0 +1,312 @@
+"""`hessian="auto"` (the default): per layer, the most accurate strategy that fits.
+
+Each block gets:
+
+1. `exact` (a dense damped block, exact) when its float64 block fits
+   `AutoSettings.max_block_bytes`;
+2. otherwise, for one `nn.Linear` / `nn.Conv2d` (a layer with Kronecker structure), the
+   `structured` strategy (EK-FAC by default: a few passes over the training set, memory
+   `d_in² + d_out²`);
+3. otherwise the first registered name of `generic` (preconditioned CG where available,
+   else CG: exact to its tolerance, one pass over the training set per iteration).
+
+The global block (all parameters, paper Eq. 5) is exact when its dense block fits the same
+budget. Otherwise it is approximated **block-diagonally**: the Hessian's off-diagonal
+blocks between modules are dropped and every module's block is handled as above, so the
+global score is the sum of per-module scores over all trainable modules (as EK-FAC and
+kronfluence do). The choice and its reason are in `AutoStrategy.choices`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._taps import structured_layer
+from .base import (
+    _REGISTRY,
+    Block,
+    CurvatureStrategy,
+    FitContext,
+    available_strategies,
+    make_strategy,
+    register_strategy,
+)
+from .exact import ExactSettings
+
+BLOCK_DIAGONAL = "block-diagonal"
+
+
+@dataclass(frozen=True)
+class AutoSettings:
+    """Settings of `hessian="auto"`.
+
+    Attributes:
+        max_block_bytes: Largest dense float64 block (`8 P²` bytes) computed exactly; the
+            default, 128 MiB, is P <= 4096 parameters.
+        max_hvp_params: A block that fits but is curved (the logits are not piecewise
+            linear in it, so `exact` needs P Hessian-vector products per batch, e.g. a conv
+            followed by SiLU) is exact only up to this many parameters; larger ones get the
+            scalable strategy. A probe on the first batch decides (at fit time).
+        structured: Strategy for larger Linear/Conv2d blocks (Kronecker structure).
+        generic: Candidates, in order, for larger blocks without that structure; the
+            first registered one is used.
+        sub_settings: Optional Settings instances of the sub-strategies (e.g.
+            `(EKFACSettings(fisher="sampled"),)`), used in place of their defaults.
+    """
+
+    max_block_bytes: int = 128 * 2**20
+    max_hvp_params: int = 256
+    structured: str = "ekfac"
+    generic: tuple[str, ...] = ("pcg", "cg")
+    sub_settings: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_block_bytes, int) or self.max_block_bytes < 0:
+            raise ValueError(f"max_block_bytes must be an int >= 0; got {self.max_block_bytes!r}.")
+        if isinstance(self.generic, str) or not self.generic:
+            raise ValueError(
+                f"generic must be a non-empty tuple of strategy names; got {self.generic!r}."
+            )
+
+
+def block_bytes(block: Block) -> int:
+    """Bytes of the dense float64 Hessian block, `8 P²`."""
+    return 8 * block.numel**2
+
+
+def split_by_module(block: Block, model) -> list[Block]:
+    """An all-parameter block as one block per owning module (the block-diagonal view)."""
+    params = dict(model.named_parameters())
+    groups: dict[str, list[str]] = {}
+    for name in block.param_names:
+        groups.setdefault(name.rpartition(".")[0], []).append(name)
+    return [
+        Block(module, (module,), tuple(names), sum(params[n].numel() for n in names))
+        for module, names in groups.items()
+    ]
+
+
+@register_strategy
+class AutoStrategy(CurvatureStrategy):
+    """Chooses `exact`, the structured or the generic scalable strategy per block.
+
+    After `plan` (or `fit`), `self.choices[block name] = (strategy name, reason)`. Each
+    sub-strategy is fitted once on the blocks it got; `inverse_hvp` dispatches.
+    """
+
+    name = "auto"
+    Settings = AutoSettings
+    shardable = True  # Its parts (exact, ekfac, cg, pcg) are; checked again in `fit`.
+
+    def __init__(self, settings: AutoSettings, damping: float) -> None:
+        super().__init__(settings, damping)
+        for field, name in (("structured", settings.structured), ("generic", self._generic())):
+            if name not in _REGISTRY:
+                raise ValueError(
+                    f"AutoSettings({field}={name!r}) is not a registered strategy; "
+                    f"available: {available_strategies()}."
+                )
+            if _REGISTRY[name].delegates_scoring:
+                raise ValueError(
+                    f"AutoSettings({field}={name!r}) computes whole scores itself; auto "
+                    "needs an inverse-Hessian strategy (e.g. 'ekfac', 'cg')."
+                )
+
+    def _generic(self) -> str:
+        names = available_strategies()
+        for name in self.settings.generic:
+            if name in names:
+                return name
+        raise ValueError(
+            f"none of AutoSettings(generic={self.settings.generic}) is a registered strategy; "
+            f"available: {names}."
+        )
+
+    def _choose(self, model, block: Block) -> tuple[str, str]:
+        need = block_bytes(block)
+        mib = need / 2**20
+        budget = self.settings.max_block_bytes / 2**20
+        if need <= self.settings.max_block_bytes:
+            return "exact", f"dense block {block.numel:,} params ({mib:,.1f} MiB) <= {budget:g} MiB"
+        if structured_layer(model, block.layers, block.param_names) is not None:
+            kind = type(model.get_submodule(block.layers[0])).__name__
+            return (
+                self.settings.structured,
+                f"{kind} with {block.numel:,} params: dense block {mib:,.0f} MiB > {budget:g} MiB",
+            )
+        return (
+            self._generic(),
+            f"{block.numel:,} params, no Kronecker structure: dense block {mib:,.0f} MiB "
+            f"> {budget:g} MiB",
+        )
+
+    def plan(self, model, blocks: list[Block]) -> list[tuple[str, str]]:
+        """`(strategy name, reason)` per block, without fitting anything."""
+        if len(blocks) == 1 and blocks[0].layers is None:
+            block = blocks[0]
+            if block_bytes(block) <= self.settings.max_block_bytes:
+                return [self._choose(model, block)]
+            return [self._block_diagonal(model, block, "full Hessian of")]
+        return [self._choose(model, b) for b in blocks]
+
+    def _block_diagonal(self, model, block: Block, what: str) -> tuple[str, str]:
+        budget = self.settings.max_block_bytes / 2**20
+        parts = [self._choose(model, b)[0] for b in split_by_module(block, model)]
+        counts = {n: parts.count(n) for n in dict.fromkeys(parts)}
+        used = ", ".join(f"{n} x{c}" for n, c in counts.items())
+        size = f"> {budget:g} MiB" if what.startswith("full") else "needs HVPs"
+        reason = (
+            f"{what} {block.numel:,} params {size}: block-diagonal over {len(parts)} "
+            f"modules ({used}), cross-module curvature dropped"
+        )
+        return BLOCK_DIAGONAL, reason
+
+    def _make(self, name: str) -> CurvatureStrategy:
+        cls = _REGISTRY[name]
+        given = next((s for s in self.settings.sub_settings if type(s) is cls.Settings), None)
+        strategy = make_strategy(given if given is not None else name, self.damping)
+        if strategy.delegates_scoring:
+            raise ValueError(
+                f"hessian='auto' cannot use {name!r} (it computes whole scores itself); "
+                "choose an inverse-Hessian strategy in AutoSettings."
+            )
+        return strategy
+
+    def _curved(self, ctx: FitContext, block: Block) -> bool:
+        """Whether `exact` would build this block from Hessian-vector products (a probe)."""
+        if block.numel <= self.settings.max_hvp_params:
+            return False
+        if self._batch is None:
+            self._batch = ctx.first_batch()
+        try:
+            r = ctx.engine.curvature_residual(*self._batch, list(block.param_names))
+        except RuntimeError:  # The probe itself needs products the model does not support.
+            return True
+        return r > ExactSettings().residual_tol
+
+    def _scalable(self, model, block: Block) -> str:
+        if structured_layer(model, block.layers, block.param_names) is not None:
+            return self.settings.structured
+        return self._generic()
+
+    def _assign(self, ctx: FitContext, blocks: list[Block]):
+        """`(sub-blocks, per sub-block strategy name, slices into the global vector)`."""
+        self.choices = {}
+        self._batch = None
+        plan = self.plan(ctx.model, blocks)
+        if plan[0][0] == "exact" and blocks[0].layers is None and self._curved(ctx, blocks[0]):
+            plan = [self._block_diagonal(ctx.model, blocks[0], "curved full Hessian of")]
+        if plan[0][0] == BLOCK_DIAGONAL:
+            self.choices[blocks[0].name] = plan[0]
+            subs = split_by_module(blocks[0], ctx.model)
+            names = [self._choose(ctx.model, b)[0] for b in subs]
+            slices = _positions(blocks[0], subs, ctx.model, ctx.device)
+        else:
+            subs, names, slices = blocks, [c[0] for c in plan], None
+            self.choices = {b.name: c for b, c in zip(blocks, plan, strict=True)}
+        for i, b in enumerate(subs):
+            if names[i] == "exact" and self._curved(ctx, b):
+                names[i] = self._scalable(ctx.model, b)
+                if slices is None:
+                    self.choices[b.name] = (
+                        names[i],
+                        f"{b.numel:,} params, curved (logits not piecewise linear in it): "
+                        f"exact needs {b.numel:,} Hessian-vector products per batch "
+                        f"> AutoSettings.max_hvp_params={self.settings.max_hvp_params}",
+                    )
+        self._batch = None
+        return subs, names, slices
+
+    reuse: AutoStrategy | None = None
+    """Another "auto" fitted on the same training set and damping (e.g. the layer-wise one):
+    blocks it already fitted, with the same parameters, are solved by it, not refitted."""
+
+    def solver(self, param_names: tuple[str, ...]):
+        """`v -> (H_b + λ I)^{-1} v` of the fitted block with these parameters, or None."""
+        for i, b in enumerate(getattr(self, "_subs", [])):
+            if b.param_names == param_names and self._route[i][1] != "reused":
+                _, name, local = self._route[i]
+                return lambda v, s=self.strategies[name], k=local: s.inverse_hvp(k, v)
+        return None
+
+    def _prepare(self, ctx: FitContext, blocks: list[Block]) -> list[str]:
+        self.blocks = blocks
+        subs, names, self._slices = self._assign(ctx, blocks)
+        self._subs = subs
+        self._reused = {}
+        if self.reuse is not None:
+            for i, b in enumerate(subs):
+                found = self.reuse.solver(b.param_names)
+                if found is not None:
+                    self._reused[i], names[i] = found, "reused"
+        used = [n for n in dict.fromkeys(names) if n != "reused"]
+        if ctx.shard is not None:
+            bad = [n for n in used if not _REGISTRY[n].shardable]
+            if bad:
+                raise ValueError(
+                    f"hessian='auto' chose {bad}, which cannot be split across processes; run "
+                    "in one process, or set AutoSettings to shardable strategies."
+                )
+        self.strategies = {n: self._make(n) for n in used}
+        self._route = []
+        for n in dict.fromkeys(names):
+            own = [i for i, m in enumerate(names) if m == n]
+            for local, i in enumerate(own):
+                self._route.append((i, n, local))
+        self._route.sort()
+        return used
+
+    def _blocks_of(self, name: str) -> list[Block]:
+        return [self._subs[i] for i, n, _ in self._route if n == name]
+
+    def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
+        """Fits each chosen sub-strategy on the blocks it got."""
+        for name in self._prepare(ctx, blocks):
+            self.strategies[name].fit(ctx, self._blocks_of(name))
+
+    def export(self) -> dict[str, Any] | None:
+        """The sub-strategies' states (those that have none are refitted at restore)."""
+        return {"states": {n: s.export() for n, s in self.strategies.items()}}
+
+    def restore(self, ctx: FitContext, blocks: list[Block], state: dict[str, Any]) -> None:
+        """Restores each sub-strategy's state, or fits it where there is none (e.g. CG)."""
+        for name in self._prepare(ctx, blocks):
+            sub, saved = self.strategies[name], state["states"].get(name)
+            if saved is None:
+                sub.fit(ctx, self._blocks_of(name))
+            else:
+                sub.restore(ctx, self._blocks_of(name), saved)
+
+    def _solve(self, i: int, vectors: Tensor) -> Tensor:
+        _, name, local = self._route[i]
+        if name == "reused":
+            return self._reused[i](vectors)
+        return self.strategies[name].inverse_hvp(local, vectors)
+
+    def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
+        """`(H_b + λ I)^{-1} v` by the block's sub-strategy (per module if block-diagonal)."""
+        if self._slices is None:
+            return self._solve(block, vectors)
+        out = torch.empty(vectors.shape, dtype=torch.float64, device=vectors.device)
+        for i, index in enumerate(self._slices):
+            out[:, index] = self._solve(i, vectors[:, index])
+        return out
+
+
+def _positions(block: Block, subs: list[Block], model, device) -> list[Tensor]:
+    """Per sub-block, the positions of its parameters in the block's flat vector."""
+    params = dict(model.named_parameters())
+    start, offsets = 0, {}
+    for name in block.param_names:
+        offsets[name] = start
+        start += params[name].numel()
+    return [
+        torch.cat(
+            [torch.arange(offsets[n], offsets[n] + params[n].numel()) for n in b.param_names]
+        ).to(device)
+        for b in subs
+    ]

@@ -1,0 +1,137 @@
+"""`hessian="auto"`: per layer, the sub-strategy it names computes exactly what it would alone."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from captum_layerinf import AutoSettings, CGSettings, LayerInfluence
+from captum_layerinf.influence.strategies import AutoStrategy
+
+SMALL = AutoSettings(max_block_bytes=8 * 300**2)  # tiny_cnn: convs exact, the linear EK-FAC
+
+
+def test_auto_is_the_default_and_exact_where_blocks_fit(relu_problem):
+    model, train, test = relu_problem
+    li = LayerInfluence(model, train)
+    assert li.hessian == "auto"
+    assert {c[0] for c in li.strategies.values()} == {"exact"}
+    exact = LayerInfluence(model, train, hessian="exact")
+    assert torch.allclose(li.influence(test.tensors), exact.influence(test.tensors))
+
+
+def test_each_layer_equals_the_strategy_auto_chose(relu_problem):
+    model, train, test = relu_problem
+    li = LayerInfluence(model, train, hessian=SMALL)
+    chosen = li.strategies
+    assert [chosen[n][0] for n in li.layer_names] == ["exact", "exact", "ekfac"]
+    assert "params" in chosen["6"][1] and "Linear" in chosen["6"][1]
+    with pytest.warns(UserWarning, match=r"hessian='auto' for 3 layers: exact x2, ekfac x1"):
+        scores = li.influence(test.tensors)
+    for name in ("exact", "ekfac"):
+        alone = LayerInfluence(model, train, hessian=name).influence(test.tensors)
+        rows = [i for i, n in enumerate(li.layer_names) if chosen[n][0] == name]
+        assert torch.allclose(scores[rows], alone[rows], rtol=1e-8, atol=1e-12)
+
+
+def test_global_is_block_diagonal_when_the_full_hessian_does_not_fit(relu_problem):
+    model, train, test = relu_problem
+    li = LayerInfluence(model, train, hessian=SMALL)
+    assert li.strategies["<global>"][0] == "block-diagonal"
+    assert "cross-module curvature dropped" in li.strategies["<global>"][1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layers = li.influence(test.tensors)
+        glob = li.global_influence(test.tensors)
+    # Every parameter-owning module is a layer here: Eq. 5 block-diagonal = Eq. 7.
+    assert torch.allclose(glob, layers.sum(0), rtol=1e-8, atol=1e-12)
+    fitted = li._fitted["<global>"][0]
+    assert isinstance(fitted, AutoStrategy) and not fitted.strategies  # all blocks reused
+
+
+def test_global_is_exact_when_the_full_hessian_fits(relu_problem):
+    model, train, test = relu_problem
+    li = LayerInfluence(model, train)
+    assert li.strategies["<global>"][0] == "exact"
+    assert li.strategies["<global>"][1].startswith("dense block 792 params")
+
+
+class _Scaled(nn.Module):
+    """A module whose parameter has no Kronecker structure (an elementwise scale)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(n, dtype=torch.float64))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+def test_blocks_without_structure_get_the_generic_solver(relu_problem):
+    _, train, test = relu_problem
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), _Scaled(64), nn.Linear(64, 10).double()).eval()
+    settings = AutoSettings(
+        max_block_bytes=8 * 32**2, generic=("cg",), sub_settings=(CGSettings(tol=1e-10),)
+    )
+    li = LayerInfluence(model, train, hessian=settings, damping=0.1, layers=["1"])
+    assert li.strategies["1"][0] == "cg" and "no Kronecker structure" in li.strategies["1"][1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = li.influence(test.tensors)
+    want = LayerInfluence(model, train, hessian="exact", damping=0.1, layers=["1"])
+    assert torch.allclose(got, want.influence(test.tensors), rtol=1e-6, atol=1e-9)
+
+
+def test_auto_with_the_score_store_k_and_self_influence(relu_problem, tmp_path):
+    model, train, test = relu_problem
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = LayerInfluence(model, train, hessian=SMALL)
+        scores = ref.influence(test.tensors)
+        stored = LayerInfluence(model, train, hessian=SMALL, output_dir=tmp_path)
+        assert torch.allclose(stored.influence(test.tensors), scores, rtol=1e-8, atol=1e-12)
+        assert (tmp_path / "curvature-layers.pt").is_file()
+        resumed = LayerInfluence(model, train, hessian=SMALL, output_dir=tmp_path)
+        assert torch.equal(resumed.influence(test.tensors), stored.influence(test.tensors))
+        top = ref.influence(test.tensors, k=3)
+        selfi = ref.self_influence()
+    assert torch.equal(top.indices, scores.topk(3, dim=-1).indices)
+    assert selfi.shape == (3, len(train))
+    x, y = train.tensors
+    first = ref.influence((x[:5], y[:5]))
+    assert torch.allclose(selfi[:, :5], first[:, range(5), range(5)], rtol=1e-8, atol=1e-12)
+
+
+def test_restore_refits_the_curvature_from_the_stored_state(relu_problem, tmp_path):
+    model, train, test = relu_problem
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = LayerInfluence(model, train, hessian=SMALL, output_dir=tmp_path)
+        scores = first.influence(test.tensors)
+        # New test inputs: nothing on disk, the curvature is restored, not refitted.
+        again = LayerInfluence(model, train, hessian=SMALL, output_dir=tmp_path)
+        x, y = test.tensors
+        part = again.influence((x[:2], y[:2]))
+    assert torch.allclose(part, scores[:, :2], rtol=1e-8, atol=1e-12)
+
+
+def test_explicit_strategies_are_reported_and_bad_settings_refused(relu_problem):
+    model, train, _ = relu_problem
+    li = LayerInfluence(model, train, hessian="ekfac")
+    assert set(li.strategies.values()) == {("ekfac", "hessian='ekfac' was given")}
+    with pytest.raises(ValueError, match="none of AutoSettings"):
+        LayerInfluence(model, train, hessian=AutoSettings(generic=("newton",)))
+    with pytest.raises(ValueError, match=r"structured='tracin'\) computes whole scores"):
+        LayerInfluence(model, train, hessian=AutoSettings(structured="tracin"))
+    with pytest.raises(ValueError, match="generic must be a non-empty tuple"):
+        AutoSettings(generic="cg")
+
+
+def test_show_progress_in_the_constructor_draws_bars(relu_problem, capsys):
+    model, train, test = relu_problem
+    LayerInfluence(model, train, show_progress=True).influence(test.tensors)
+    assert "influence" in capsys.readouterr().err
+    LayerInfluence(model, train).influence(test.tensors)
+    assert capsys.readouterr().err == ""

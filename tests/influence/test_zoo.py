@@ -1,0 +1,138 @@
+"""torchvision architectures at 32x32, random weights (nothing downloaded): every method runs.
+
+Fast tests restrict `layers=` to a stem conv, a batch-norm and the classifier; the slow ones
+make one full-default call per model and run every registered strategy that claims to
+support the model on those layers.
+"""
+
+import warnings
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from captum_layerinf import LayerInfluence, available_strategies
+from captum_layerinf.influence.layer_influence import GLOBAL
+
+N_CLASSES, N_TRAIN, N_TEST = 3, 6, 2
+NO_FORWARD_AD = (
+    "Hessian-vector products use forward-mode AD, which PyTorch lacks for "
+    "hardswish/hardsigmoid: waits for reverse-over-reverse products"
+)
+
+
+def _xfail(reason):
+    return pytest.mark.xfail(strict=False, reason=reason)
+
+
+ARCHS = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "vgg11_bn", "shufflenet_v2_x0_5"]
+ARCHS += ["densenet121"]
+HVP_BLOCKED = {"mobilenet_v3_small"}
+
+
+FAST = {"resnet18"}  # the others take 30-450 s each on 2 busy cores: slow
+
+
+def _params(arch, marks_for=(), reason=""):
+    params = []
+    for a in ARCHS:
+        marks = [_xfail(reason)] if a in marks_for else []
+        params.append(pytest.param(a, marks=marks if a in FAST else [*marks, pytest.mark.slow]))
+    return params
+
+
+def build(arch: str):
+    """The model (eval mode, float32), training and test tuples, the few layers tested."""
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=N_CLASSES).eval()
+    x = torch.randn(N_TRAIN + N_TEST, 3, 32, 32)
+    y = torch.arange(N_TRAIN + N_TEST) % N_CLASSES
+    modules = dict(model.named_modules())
+    conv = next(n for n, m in modules.items() if isinstance(m, nn.Conv2d))
+    norm = next(n for n, m in modules.items() if isinstance(m, nn.BatchNorm2d))
+    linear = [n for n, m in modules.items() if isinstance(m, nn.Linear)][-1]
+    return model, (x[:N_TRAIN], y[:N_TRAIN]), (x[N_TRAIN:], y[N_TRAIN:]), [conv, norm, linear]
+
+
+@pytest.mark.parametrize("arch", _params(ARCHS, HVP_BLOCKED, NO_FORWARD_AD))
+def test_default_methods_on_three_layers(arch):
+    model, train, test, layers = build(arch)
+    li = LayerInfluence(model, train, layers=layers, batch_size=N_TRAIN)
+    assert set(li.strategies) == {*layers, GLOBAL}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = li.influence(test)
+        top = li.influence(test, k=2)
+        selfi = li.self_influence()
+        report = li.check(test, warn_below=-1.0)
+    assert scores.shape == (3, N_TEST, N_TRAIN) and torch.isfinite(scores).all()
+    assert top.indices.shape == (3, N_TEST, 2)
+    best = scores.topk(2, dim=-1).values  # values: ties may order indices either way
+    assert torch.allclose(
+        top.influence_scores, best, rtol=1e-5, atol=1e-6 * float(best.abs().max())
+    )
+    assert selfi.shape == (3, N_TRAIN) and torch.isfinite(selfi).all()
+    assert report.pearson.shape == (3,) and torch.isfinite(report.pearson).all()
+    # Exact layers check against their own fit; the others against the reference.
+    for name, p in zip(layers, report.pearson.tolist(), strict=True):
+        if li.strategies[name][0] == "exact":
+            assert p > 1 - 1e-6, (name, p)
+
+
+@pytest.mark.parametrize("arch", _params(ARCHS, HVP_BLOCKED, NO_FORWARD_AD))
+def test_auto_agrees_with_cg_on_small_layers(arch):
+    model, train, test, layers = build(arch)
+    small = [
+        n for n in layers if sum(p.numel() for p in model.get_submodule(n).parameters()) < 4096
+    ]
+    auto = LayerInfluence(model, train, layers=small, batch_size=N_TRAIN, damping=0.1)
+    cg = LayerInfluence(model, train, layers=small, batch_size=N_TRAIN, damping=0.1, hessian="cg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a, c = auto.influence(test), cg.influence(test)
+    assert torch.allclose(a, c, rtol=1e-3, atol=1e-3 * float(c.abs().max()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", _params(ARCHS, HVP_BLOCKED, NO_FORWARD_AD))
+def test_full_default_call(arch):
+    """Every layer with the default strategy: no MemoryError, finite scores, a cheap check."""
+    model, train, test, _ = build(arch)
+    li = LayerInfluence(model, train, batch_size=N_TRAIN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = li.influence(test)
+        glob = li.global_influence(test)
+        report = li.check(test, warn_below=-1.0)
+    n = len(li.layer_names)
+    assert scores.shape == (n, N_TEST, N_TRAIN) and torch.isfinite(scores).all()
+    assert glob.shape == (N_TEST, N_TRAIN) and torch.isfinite(glob).all()
+    assert li.strategies[GLOBAL][0] == "block-diagonal"
+    # Block-diagonal over every trainable module: the sum of the layers' scores.
+    assert torch.allclose(
+        glob, scores.sum(0).to(glob.dtype), rtol=1e-4, atol=1e-4 * float(glob.abs().max())
+    )
+    assert report.pearson.shape == (n,) and not torch.isnan(report.pearson).all()
+
+
+STRATEGIES = [s for s in available_strategies() if s not in ("auto", "tracin", "captum", "lissa")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_strategy_on_three_layers(arch, strategy):
+    model, train, test, layers = build(arch)
+    if arch in HVP_BLOCKED and strategy in ("exact", "cg", "pcg"):
+        pytest.xfail(NO_FORWARD_AD)
+    li = LayerInfluence(
+        model, train, layers=layers, batch_size=N_TRAIN, hessian=strategy, damping=0.1
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            scores = li.influence(test)
+        except MemoryError:
+            pytest.skip(f"{strategy!r} refuses a block of this model as too large (by design)")
+    assert scores.shape == (3, N_TEST, N_TRAIN) and torch.isfinite(scores).all()
