@@ -13,7 +13,7 @@ from ..models import ShapesCNN, load_torchvision_model
 from ..training import train_classifier
 from ..transforms import GrabCutSegmenter
 from ._io import hash_path
-from .config import StudyConfig
+from .config import ConfigError, StudyConfig
 
 
 def _masks(images: Tensor) -> Tensor:
@@ -155,3 +155,37 @@ def stage_keys(config: StudyConfig) -> dict[str, str]:
     for name in ("model", "variants", "predictions", "influence", "global", "shap", "sweep"):
         keys[name] = f"data={data} model={model}"
     return keys
+
+
+def check_inputs(config: StudyConfig) -> None:
+    """Checks, before any work, that the files and names the configuration points to exist.
+
+    Raises:
+        ConfigError: naming the key and the fix.
+    """
+    from pathlib import Path
+
+    from ..transforms.styles import available_images
+
+    if config.data != "shapes" and not Path(config.data_path).is_dir():
+        raise ConfigError(
+            f"key 'data_path': folder {config.data_path!r} not found; point it to your data.",
+            "data_path",
+        )
+    if config.weights is not None and not Path(config.weights).is_file():
+        raise ConfigError(
+            f"key 'weights': file {config.weights!r} not found; save one with "
+            "torch.save(model.state_dict(), path) (nothing is downloaded).",
+            "weights",
+        )
+    if ":" in config.model:
+        try:
+            _factory(config.model)
+        except ValueError as err:
+            raise ConfigError(f"key 'model': {err}", "model") from None
+    if config.style not in available_images() and not Path(config.style).is_file():
+        raise ConfigError(
+            f"key 'style': {config.style!r} is neither an offline image "
+            f"({available_images()}) nor an image file.",
+            "style",
+        )

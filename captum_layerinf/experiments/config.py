@@ -193,7 +193,7 @@ class StudyConfig:
     sweep_steps: tuple[int, ...] = (5, 10, 20, 40)
     sweep_images: int = 1
     seed: int = 0
-    num_threads: int = 1
+    num_threads: int = 2
     show_progress: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
@@ -221,8 +221,13 @@ class StudyConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such file; write one with `captum-layerinf config`.")
+        text = path.read_text()
+        if not text.strip():
+            raise ConfigError(
+                f"{path}: the file is empty; write one with `captum-layerinf config > {path}`."
+            )
         try:
-            values = json.loads(path.read_text())
+            values = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path}: not valid JSON ({err}); fix the syntax.") from None
         if not isinstance(values, dict):
@@ -260,6 +265,7 @@ def tiny_config(**changes) -> StudyConfig:
         shap_images=2,
         sweep_strengths=(0.0, 1.0),
         sweep_steps=(1, 2),
+        num_threads=1,
         show_progress=False,
     )
     values.update(changes)

@@ -15,7 +15,14 @@ from ..models import ShapesCNN, load_torchvision_model
 from ..transforms import functional as F
 from ._analysis import analyse
 from ._cache import StageCache
-from ._inputs import GLOBAL_LABELS, build_model, load_data, load_factory_model, stage_keys
+from ._inputs import (
+    GLOBAL_LABELS,
+    build_model,
+    check_inputs,
+    load_data,
+    load_factory_model,
+    stage_keys,
+)
 from ._variants import VARIANTS, build_variants
 from .config import StudyConfig
 
@@ -70,6 +77,7 @@ class DisturbanceStudy:
         floating-point sums, and with them training and every finding, do not depend on
         the machine's core count.
         """
+        check_inputs(self.config)
         threads = torch.get_num_threads()
         torch.set_num_threads(self.config.num_threads)
         try:
