@@ -203,3 +203,11 @@ def test_stage_cache_recomputes_a_stage_whose_key_changed(tmp_path):
     assert cache.stage("a", compute, "k2")["x"].item() == 2
     assert cache.ran == ["a", "a"] and set(cache.seconds()) == {"a"}
     assert not list(tmp_path.glob("**/*.tmp"))
+
+
+def test_run_fixes_the_thread_count_and_restores_it(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(DisturbanceStudy, "_run", lambda self: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    DisturbanceStudy(tiny_config(num_threads=before + 2), tmp_path).run()
+    assert seen == [before + 2] and torch.get_num_threads() == before
