@@ -193,7 +193,7 @@ class StudyConfig:
     sweep_steps: tuple[int, ...] = (5, 10, 20, 40)
     sweep_images: int = 1
     seed: int = 0
-    num_threads: int = 2
+    num_threads: int = 1
     show_progress: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
