@@ -38,7 +38,7 @@ def show_image(image: Tensor, ax) -> None:
 
 
 def plot_dendrogram(linkage_matrix: np.ndarray, names: Sequence[str], ax=None):
-    """Fig. 8 (left): the average-linkage dendrogram of the layer profiles."""
+    """An average-linkage dendrogram of layer profiles (the study's joint tree: ours)."""
     fig, ax = _axes(ax, (7, max(3, 0.22 * len(names))))
     dendrogram(linkage_matrix, labels=list(names), orientation="right", ax=ax)
     ax.set_xlabel("Euclidean distance (average linkage)")
@@ -47,7 +47,7 @@ def plot_dendrogram(linkage_matrix: np.ndarray, names: Sequence[str], ax=None):
 
 
 def plot_distance_matrix(distance: Tensor, names: Sequence[str], ax=None):
-    """Fig. 8 (right): the Pearson correlation distance between layer profiles."""
+    """The Pearson correlation distance between layer profiles, as a matrix."""
     fig, ax = _axes(ax, (max(4, 0.25 * len(names) + 2), max(4, 0.25 * len(names) + 1)))
     im = ax.imshow(distance.numpy(), cmap="viridis", vmin=0, vmax=2)
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
@@ -213,7 +213,9 @@ def plot_inter_class(
 def plot_layer_means(
     values: Tensor, variant_names: Sequence[str], layer_names: Sequence[str], ax=None
 ):
-    """Fig. 9: mean (intra-class) influence per layer, one line per variant.
+    """Mean (intra-class) influence per layer, one line per variant, pooled over classes.
+
+    The paper's Fig. 9 is per class: see `plot_layer_means_per_class`.
 
     Args:
         values: `[n_variants, n_layers]`.
@@ -243,10 +245,13 @@ def plot_influence_ranges(
     axes=None,
     ylabel: str = "intra-class I_avg",
 ):
-    """Figs. 3, 4, 7: influence of each test image per class and variant, with ranges.
+    """Figs. 3, 4: influence of each test image per class and variant, with ranges.
 
-    Two panels, correctly and incorrectly classified images; the red dotted line is the
-    median over all images, the green and blue lines the maximum and minimum.
+    The paper's Fig. 3 caption: "Comparison of intra-class scores showing a plot between
+    average influence scores (I_avg) of original, styled, textured images and white
+    background images ... Red dotted reference line indicates median whereas green and blue
+    lines indicate max and min ranges for the spread of the whole dataset". Two panels,
+    correctly and incorrectly classified images (Fig. 4's split).
 
     Args:
         values: `[n_test]`, e.g. the intra-class I_avg of each test image.
