@@ -119,7 +119,7 @@ def top_class_table(
         columns,
         cells,
         "Share of the test images of each variant whose most influential training image "
-        "(per layer, compound and global) belongs to the reference class.",
+        "(per layer, compound, and global where computed) belongs to the reference class.",
     )
 
 
