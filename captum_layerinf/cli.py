@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -57,16 +58,41 @@ def _study(config, out: str) -> int:
     return 0
 
 
+def _fail(message: str) -> int:
+    """Prints one line `captum-layerinf: error: ...` on stderr; the exit status 2."""
+    print(f"captum-layerinf: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `captum-layerinf` console script."""
+    """Entry point of the `captum-layerinf` console script.
+
+    A bad configuration file (missing, not JSON, unknown key, wrong type or range, a path
+    or name that does not exist) and a folder that is no study run are one line on stderr
+    naming the file, the key and the fix, with exit status 2, before any work.
+    """
     args = build_parser().parse_args(argv)
+    from .experiments import ConfigError
+
+    try:
+        return _main(args)
+    except ConfigError as err:
+        return _fail(str(err))
+    except FileNotFoundError as err:
+        if args.command != "report":
+            raise
+        return _fail(str(err))
+
+
+def _main(args) -> int:
     # torch.func internals call the deprecated torch.jit.script; not actionable for users.
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
     if args.command in ("demo", "run", "config"):
         from dataclasses import replace
         from pathlib import Path
 
-        from .experiments import StudyConfig
+        from .experiments import ConfigError, StudyConfig
+        from .experiments._inputs import check_inputs
 
         if args.command == "config":
             print(json.dumps(StudyConfig().to_dict(), indent=1))
@@ -74,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return _study(StudyConfig(show_progress=not args.no_progress), args.out)
         config = replace(StudyConfig.load(args.config), show_progress=not args.no_progress)
+        try:
+            check_inputs(config)
+        except ConfigError as err:
+            raise ConfigError(f"{args.config}: {err}", err.key) from None
         return _study(config, args.out or f"runs/{Path(args.config).stem}")
     if args.command == "report":
         from .report import write_report

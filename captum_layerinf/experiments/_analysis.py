@@ -1,4 +1,9 @@
-"""The study's tables, figures and findings from its stage results (cheap: always rerun)."""
+"""The study's tables, figures and findings from its stage results (cheap: always rerun).
+
+Sections that carry a paper's table or figure number compute the paper's definition;
+what the paper leaves open is one stated choice, and the package's own analyses are in a
+section titled as additions.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
+from torch import nn  # noqa: E402
 
 from .. import analysis as A  # noqa: E402
 from ..analysis import plots as P  # noqa: E402
 from ..transforms import TextureSweep, plot_texture_sweep  # noqa: E402
+from ._findings import findings  # noqa: E402
+from ._io import write_atomic  # noqa: E402
 from ._sections import GUIDES  # noqa: E402
 from ._variants import VARIANTS  # noqa: E402
 
@@ -43,17 +50,20 @@ class _Writer:
         section["figures"].append(f"figures/{name}.png")
 
 
-def _variance_ratio(values: Tensor, groups: Tensor, n_groups: int) -> Tensor:
-    """Between-group over within-group variance of each row of `values [rows, n]`."""
-    means = A.group_mean(values, groups, n_groups)
-    within = torch.stack([values[:, groups == g].var(1) for g in range(n_groups)], 1).mean(1)
-    return means.var(1) / within.clamp_min(1e-300)
-
-
 def analyse(cfg, out: dict, model: nn.Module, out_dir: Path) -> list[str]:
-    """Writes every table and figure and `sections.json`; returns the findings."""
+    """Writes every table and figure and `sections.json`; returns the findings.
+
+    Text is drawn literally: a class name such as "$x$" is not read as mathtext.
+    """
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _analyse(cfg, out, model, out_dir)
+
+
+def _analyse(cfg, out: dict, model: nn.Module, out_dir: Path) -> list[str]:
     w = _Writer(out_dir)
-    d, v, names = out["data"], out["variants"], out["data"]["class_names"]
+    d, v = out["data"], out["variants"]
+    names = list(d["class_names"])
+    shown = names
     n_classes, labels, kinds = len(names), v["labels"], v["variants"]
     probs = out["predictions"]["probs"]
     pred = probs.argmax(1)
@@ -62,97 +72,150 @@ def analyse(cfg, out: dict, model: nn.Module, out_dir: Path) -> list[str]:
     layer_scores = out["influence"]["scores"].double()
     layer_names = list(out["influence"]["layer_names"])
     compound = layer_scores.sum(0)
-    global_scores = out["global"]["scores"].double()
+    glob = out["global"]["scores"].double()
+    has_global = glob.numel() > 0
+    global_name = f"global ({_short(out['global'].get('method', ''))})"
+    class_avg = A.class_average(compound, train_labels, n_classes)
     intra_l, _ = A.intra_inter(A.class_average(layer_scores, train_labels, n_classes), labels)
-    intra, inter = A.intra_inter(A.class_average(compound, train_labels, n_classes), labels)
-    g_intra, _ = A.intra_inter(A.class_average(global_scores, train_labels, n_classes), labels)
+    intra, inter = A.intra_inter(class_avg, labels)
+    s = {
+        "cfg": cfg, "out": out, "names": names, "labels": labels, "kinds": kinds,
+        "pred": pred, "correct": correct, "compound": compound, "intra": intra,
+        "intra_l": intra_l, "layer_names": layer_names, "train_labels": train_labels,
+    }  # fmt: skip
 
-    summary = w.section("summary", "Summary")
+    summary = w.section("summary", "Summary: which of the paper's findings reproduce")
+    w.section("method", "What ran, and what is our choice")
 
-    s = w.section("table1", "Table 1: how each disturbance is classified")
+    sec = w.section("table1", "Table 1: how each disturbance is classified")
     t1 = A.accuracy_table(probs, labels, kinds, VARIANTS, names)
-    w.table(s, "table1_accuracy", t1)
+    w.table(sec, "table1_accuracy", t1)
     rows = t1.rows[: n_classes * len(VARIANTS)]
     grid = torch.tensor([[r[3] for r in rows]]).view(n_classes, len(VARIANTS))
     err = torch.tensor([[r[4] for r in rows]]).view(n_classes, len(VARIANTS))
-    w.figure(s, "table1_accuracy", P.plot_accuracy(grid, err, names, VARIANTS)[0])
+    w.figure(sec, "table1_accuracy", P.plot_accuracy(grid, err, shown, VARIANTS)[0])
 
-    s = w.section("table3", "Table 3: texture patches, and objects given another class's texture")
-    w.table(s, "table3_patches", A.texture_patch_table(out["predictions"]["texture_probs"], names))
+    sec = w.section("table3", "Table 3: texture patches, and objects given another class's texture")
+    w.table(
+        sec, "table3_patches", A.texture_patch_table(out["predictions"]["texture_probs"], names)
+    )
     textured = kinds == VARIANTS.index("textured")
     t3 = A.cue_conflict_table(
         pred[textured], labels[textured], v["texture_labels"][textured], names
     )
-    w.table(s, "table3_conflict", t3)
+    w.table(sec, "table3_conflict", t3)
 
-    s = w.section("gallery", "Fig. 2: test images beside their most influential training images")
-    _gallery(w, s, cfg, d, v, compound, pred, names)
+    sec = w.section("table2", "Table 2: intra-class influential images, average influence score")
+    t2 = A.intra_class_table(compound, train_labels, labels, kinds, pred, names, VARIANTS)
+    w.table(sec, "table2_intra_class", t2)
 
-    s = w.section("table2", "Table 2: class of the most influential training image")
-    rows_t = torch.cat([A.top_class(layer_scores, train_labels)])
-    rows_t = torch.cat(
-        [
-            rows_t,
-            A.top_class(compound, train_labels)[None],
-            A.top_class(global_scores, train_labels)[None],
-        ]
+    sec = w.section("gallery", "Fig. 2: test images beside their intra-class influential images")
+    _gallery(w, sec, cfg, d, v, compound, pred, shown)
+
+    sec = w.section("ranges", "Figs. 3, 4: intra-class I_avg, correct and incorrect predictions")
+    fig, _ = P.plot_influence_ranges(intra, labels, kinds, correct, shown, VARIANTS)
+    w.figure(sec, "ranges_intra", fig)
+
+    sec = w.section("interclass", "Fig. 7: influence of each other class's training set")
+    fig, _ = P.plot_inter_class(
+        class_avg, labels, kinds, correct, shown, VARIANTS, list(range(n_classes))
     )
-    row_names = [*layer_names, "compound", "global"]
+    w.figure(sec, "interclass", fig)
+
+    sec = w.section("clustering", "Fig. 8: per class, clustering of the variants' layer profiles")
+    per_class, trees = [], {}
+    for c in range(n_classes):
+        profiles, present = A.class_profiles(intra_l, labels, kinds, c, len(VARIANTS))
+        vnames = [VARIANTS[k] for k in present]
+        if len(present) < 2:
+            continue
+        link = A.cluster_profiles(profiles)
+        trees[c] = (link, vnames)
+        per_class.append((shown[c], link, A.correlation_distance(profiles), vnames))
+    if per_class:
+        w.figure(sec, "clustering_per_class", P.plot_class_clustering(per_class)[0])
+    w.table(sec, "clustering_first_merge", _first_merges(trees, names))
+    s["trees"] = trees
+
+    sec = w.section("layers", "Fig. 9: per class, mean intra-class influence per layer")
+    means = torch.full((n_classes, len(VARIANTS), len(layer_names)), float("nan"))
+    for c in range(n_classes):
+        for k in range(len(VARIANTS)):
+            sel = (labels == c) & (kinds == k)
+            if sel.any():
+                means[c, k] = intra_l[:, sel].mean(1).float()
+    w.figure(
+        sec,
+        "layers_per_class",
+        P.plot_layer_means_per_class(means, shown, VARIANTS, layer_names)[0],
+    )
+    s["layer_means"] = means
+
+    sec = w.section("sweep", "Fig. 6: texture sweep")
+    _sweep(w, sec, cfg, out["sweep"], d, names)
+
+    sec = w.section("shap", "Fig. 10: SHAP maps beside influential training images")
+    _shap(w, sec, out_dir, out["shap"])
+
+    sec = w.section("additions", "Additions (ours, not in the paper)")
+    rows_t = [A.top_class(layer_scores, train_labels), A.top_class(compound, train_labels)[None]]
+    row_names = [*layer_names, "compound"]
+    if has_global:
+        rows_t.append(A.top_class(glob, train_labels)[None])
+        row_names.append(global_name)
+    rows_t = torch.cat(rows_t)
     refs = {"true class": labels, "texture class": v["texture_labels"]}
-    w.table(s, "table2_summary", A.top_class_table(rows_t, row_names, kinds, VARIANTS, refs))
-    w.table(s, "table2_images", _per_image_table(rows_t, row_names, v, pred, intra, names))
-
-    s = w.section("iavg", "Intra- and inter-class average influence (I_avg, I_l_avg)")
-    w.table(s, "iavg", _iavg_table(intra, inter, g_intra, intra_l, layer_names, kinds))
-
-    s = w.section("ranges", "Figs. 3, 4, 7: influence ranges, correct and incorrect predictions")
-    fig, _ = P.plot_influence_ranges(intra, labels, kinds, correct, names, VARIANTS)
-    w.figure(s, "ranges_intra", fig)
-    fig, _ = P.plot_influence_ranges(
-        inter, labels, kinds, correct, names, VARIANTS, ylabel="inter-class I_avg"
+    w.table(sec, "whole_set_top_class", A.top_class_table(rows_t, row_names, kinds, VARIANTS, refs))
+    g_intra = (
+        A.intra_inter(A.class_average(glob, train_labels, n_classes), labels)[0]
+        if (has_global)
+        else None
     )
-    w.figure(s, "ranges_inter", fig)
-
-    s = w.section("layers", "Fig. 9: mean influence per layer and variant")
-    means = A.group_mean(intra_l, kinds, len(VARIANTS)).T
-    w.figure(s, "layers_mean", P.plot_layer_means(means, VARIANTS, layer_names)[0])
-    ratio = _variance_ratio(intra_l, kinds, len(VARIANTS))
-    sep = A.Table(
-        "Which layers separate the variants",
-        ["layer", "between / within variance of intra-class I_l_avg"],
-        [[n, float(r)] for n, r in zip(layer_names, ratio, strict=True)],
-        "Large values: the layer's influence differs much more between variants than "
-        "between images of one variant.",
+    w.table(
+        sec, "iavg", _iavg_table(intra, inter, g_intra, global_name, intra_l, layer_names, kinds)
     )
-    w.table(s, "layers_separation", sep)
-
-    s = w.section("clustering", "Fig. 8: hierarchical clustering of layer profiles")
+    ratio = A.within_class_variance_ratio(intra_l, labels, kinds, n_classes, len(VARIANTS))
+    w.table(
+        sec,
+        "layers_separation",
+        A.Table(
+            "Addition (ours): which layers separate the variants, within class",
+            ["layer", "between / within variance of intra-class I_l_avg"],
+            [[n, float(r)] for n, r in zip(layer_names, ratio, strict=True)],
+            "Per class: variance of the variant means over the mean variance inside the "
+            "variants; averaged over the classes (NaN with fewer than 2 test images per "
+            "class and variant). Differences between classes do not enter.",
+        ),
+    )
     profiles, group_names = A.group_profiles(intra_l, labels, kinds, names, VARIANTS)
     linkage = A.cluster_profiles(profiles)
-    w.figure(s, "clustering_dendrogram", P.plot_dendrogram(linkage, group_names)[0])
-    dist = A.correlation_distance(profiles)
-    w.figure(s, "clustering_correlation", P.plot_distance_matrix(dist, group_names)[0])
+    w.figure(sec, "joint_dendrogram", P.plot_dendrogram(linkage, group_names)[0])
     cut = A.clusters(linkage, min(4, len(group_names)))
-    composition = _composition(cut, group_names)
-    w.table(s, "clustering_composition", composition)
+    w.table(sec, "joint_composition", _composition(cut, group_names))
+    w.table(sec, "per_image", _per_image_table(rows_t, row_names, v, pred, intra, names))
+    s.update(ratio=ratio, rows_t=rows_t, row_names=row_names, t1=t1, t3=t3, t2=t2)
 
-    s = w.section("sweep", "Fig. 6: texture sweep")
-    _sweep(w, s, cfg, out["sweep"], d, names)
+    found, method = findings(s)
+    summary["findings"] = found
+    w.sections[1]["findings"] = method
+    write_atomic(out_dir / "sections.json", json.dumps(w.sections, indent=1))
+    return found
 
-    s = w.section("shap", "Fig. 10: SHAP maps beside influential training images")
-    _shap(w, s, out_dir, out["shap"])
 
-    findings = _findings(t1, t3, out, rows_t, row_names, v, ratio, layer_names, names)
-    summary["findings"] = findings
-    (out_dir / "sections.json").write_text(json.dumps(w.sections, indent=1))
-    return findings
+def _short(method: str) -> str:
+    if "Gauss-Newton" in method:
+        return "Eq. 5, Gauss-Newton"
+    if "true Hessian" in method:
+        return "Eq. 5, true Hessian"
+    return "Eq. 5"
 
 
 def _gallery(w, s, cfg, d, v, compound, pred, names) -> None:
     n_test = len(d["test_labels"])
     picks = [i + k * n_test for i in range(min(2, n_test)) for k in range(len(VARIANTS))]
-    top = compound[picks].topk(cfg.top_k, dim=1)
     train_x, train_y = d["train_images"], d["train_labels"]
+    own = v["labels"][picks][:, None] == train_y[None, :]
+    top = compound[picks].masked_fill(~own, float("-inf")).topk(cfg.top_k, dim=1)
     captions = [
         f"{VARIANTS[int(v['variants'][i])]}\n{names[int(v['labels'][i])]} →\n{names[int(pred[i])]}"
         for i in picks
@@ -179,42 +242,50 @@ def _per_image_table(rows_t, row_names, v, pred, intra, names) -> A.Table:
             ]
         )
     return A.Table(
-        "Table 2: per test image",
+        "Addition (ours): per test image, class of the top image over the whole training set",
         ["image", "variant", "true", "predicted", "intra I_avg", *row_names],
         body,
-        "Class of the most influential training image per layer, compound and global.",
+        "Class of the most influential training image (argmax over all training images) per "
+        "layer and compound (and global where computed).",
     )
 
 
-def _iavg_table(intra, inter, g_intra, intra_l, layer_names, kinds) -> A.Table:
+def _iavg_table(intra, inter, g_intra, global_name, intra_l, layer_names, kinds) -> A.Table:
     rows = []
     for k, name in enumerate(VARIANTS):
         sel = kinds == k
-        rows.append(
-            [
-                name,
-                float(intra[sel].mean()),
-                A.sem(intra[sel]),
-                float(inter[sel].mean()),
-                A.sem(inter[sel]),
-                float(g_intra[sel].mean()),
-                *[float(intra_l[j, sel].mean()) for j in range(len(layer_names))],
-            ]
-        )
+        row = [name, float(intra[sel].mean()), A.sem(intra[sel])]
+        row += [float(inter[sel].mean()), A.sem(inter[sel])]
+        if g_intra is not None:
+            row.append(float(g_intra[sel].mean()))
+        row += [float(intra_l[j, sel].mean()) for j in range(len(layer_names))]
+        rows.append(row)
+    columns = ["variant", "intra I_avg", "SEM", "inter I_avg", "SEM"]
+    if g_intra is not None:
+        columns.append(f"{global_name} intra I_avg")
+    columns += [f"I_l_avg {n}" for n in layer_names]
     return A.Table(
-        "Average influence per variant",
-        [
-            "variant",
-            "intra I_avg",
-            "SEM",
-            "inter I_avg",
-            "SEM",
-            "global intra I_avg",
-            *[f"I_l_avg {n}" for n in layer_names],
-        ],
+        "Addition (ours): average influence per variant, pooled over classes",
+        columns,
         rows,
-        "Intra: mean score of the training images of the test image's own class; inter: of "
-        "the other classes. Compound unless marked global; I_l_avg per layer (intra).",
+        "Intra: mean compound score of the training images of the test image's own class; "
+        "inter: of the other classes; I_l_avg per layer (intra). Pooling over classes mixes "
+        "magnitudes that differ between classes.",
+    )
+
+
+def _first_merges(trees, names) -> A.Table:
+    rows = []
+    for c, (link, vnames) in trees.items():
+        merges = A.merge_sets(link, vnames)
+        first = sorted(merges[0])
+        rows.append([names[c], " + ".join(first), float(link[0, 2])])
+    return A.Table(
+        "Fig. 8: first merge of each class's dendrogram",
+        ["class", "first merged variants", "Euclidean distance"],
+        rows,
+        "The two variants whose I_l_avg profiles are closest (average linkage, Euclidean): "
+        "the paper finds original and white background merged first.",
     )
 
 
@@ -225,10 +296,12 @@ def _composition(cut, group_names) -> A.Table:
         counts = {name: sum(m.endswith(f"| {name}") for m in members) for name in VARIANTS}
         rows.append([int(c), len(members), *counts.values()])
     return A.Table(
-        "Clusters of the (class, variant) profiles",
+        "Addition (ours): joint clustering of all (class, variant) profiles",
         ["cluster", "groups", *VARIANTS],
         rows,
-        "The dendrogram cut into at most 4 clusters; counts of each variant per cluster.",
+        "All classes in one tree, cut into at most 4 clusters; counts of each variant per "
+        "cluster. Influence magnitudes differ between classes, so this tree tends to group "
+        "by class; the paper clusters each class on its own (Fig. 8).",
     )
 
 
@@ -259,7 +332,8 @@ def _sweep(w, s, cfg, sweep, d, names) -> None:
             f"Texture sweep of test image {int(sweep['indices'][i])} ({names[label]})",
             ["% texture", *[f"{k} steps" for k in cfg.sweep_steps]],
             rows,
-            "Predicted class (its probability) for each cell of the sweep.",
+            "Predicted class (its probability) for each cell of the sweep. % texture is our "
+            "definition: the share s of the transfer loss (1 - s) content + s Gram.",
         )
         w.table(s, f"sweep_predictions_{i}", table)
 
@@ -271,54 +345,3 @@ def _shap(w, s, out_dir, shap) -> None:
     for j in range(len(result.labels)):
         fig, _ = plot_bidirectional(result, j)
         w.figure(s, f"shap_{j}", fig)
-
-
-def _findings(t1, t3, out, rows_t, row_names, v, ratio, layer_names, names) -> list[str]:
-    acc = {r[1]: r[5] for r in t1.rows if r[0] == "all classes"}
-    found = [
-        "Top-1 accuracy: "
-        + ", ".join(f"{name} {acc[name]:.0%}" for name in VARIANTS if name in acc)
-        + "."
-    ]
-    overall = t3.rows[-1]
-    if overall[3] > overall[2]:
-        verdict = "texture dominates"
-    elif overall[2] > overall[3]:
-        verdict = "shape (the object) dominates"
-    else:
-        verdict = "neither cue dominates"
-    found.append(
-        f"Objects given another class's texture are classified by their texture in "
-        f"{overall[3]:.0%} and by their shape in {overall[2]:.0%} of cases: {verdict}."
-    )
-    tp = out["predictions"]["texture_probs"].argmax(1)
-    found.append(
-        f"Texture patches alone: {int((tp == torch.arange(len(tp))).sum())} of {len(tp)} "
-        "are classified as their texture's class."
-    )
-    textured = v["variants"] == VARIANTS.index("textured")
-    comp = rows_t[row_names.index("compound"), textured]
-    found.append(
-        "For the textured images the most influential training image (compound) belongs to "
-        f"the texture's class in {(comp == v['texture_labels'][textured]).double().mean():.0%}"
-        f" and to the object's class in {(comp == v['labels'][textured]).double().mean():.0%}"
-        " of cases."
-    )
-    tex = out["data"].get("train_texture_labels")
-    if tex is not None:
-        top = out["influence"]["scores"].sum(0)[textured].argmax(1)
-        same = tex[top] == v["texture_labels"][textured]
-        both = same & (out["data"]["train_labels"][top] == v["labels"][textured])
-        found.append(
-            f"{same.double().mean():.0%} of those top training images carry the same texture "
-            f"as the textured test image; {both.double().mean():.0%} are of the object's class "
-            "AND carry that texture (the rare training images whose texture is not their "
-            "class's own)."
-        )
-    order = ratio.argsort(descending=True)
-    found.append(
-        "Layers whose influence separates the variants most (between / within variance): "
-        + ", ".join(f"{layer_names[i]} ({float(ratio[i]):.2g})" for i in order[:3])
-        + "."
-    )
-    return found

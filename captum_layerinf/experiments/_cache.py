@@ -1,4 +1,4 @@
-"""Stage results on disk: a rerun of the same configuration skips finished stages."""
+"""Stage results on disk: a rerun of the same configuration and inputs skips finished stages."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ._io import write_atomic
 from .config import StudyConfig
 
 
@@ -17,7 +18,10 @@ class StageCache:
     """Keeps each stage's result as `out_dir/stages/<name>.pt`, written atomically.
 
     The configuration is saved as `out_dir/config.json`; opening a folder that holds a
-    run of a different configuration is an error (results are never mixed).
+    run of a different configuration is an error (results are never mixed). Each stage is
+    stored with a key, the content hashes of the inputs it depends on (data files,
+    weights): a stage whose key changed (new images or weights at the same path) is
+    recomputed, and so are the stages after it.
 
     Args:
         out_dir: The run's folder (created if missing).
@@ -41,35 +45,45 @@ class StageCache:
         config.save(path)
         self.ran: list[str] = []
 
-    def _record(self, name: str, seconds: float) -> None:
-        path = self.out_dir / "stages" / "seconds.json"
-        times = json.loads(path.read_text()) if path.exists() else {}
-        times[name] = round(seconds, 2)
-        path.write_text(json.dumps(times, indent=1))
+    def _read(self, name: str) -> dict:
+        path = self.out_dir / "stages" / name
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _update(self, name: str, key: str, value) -> None:
+        values = self._read(name)
+        values[key] = value
+        write_atomic(self.out_dir / "stages" / name, json.dumps(values, indent=1))
 
     def seconds(self) -> dict[str, float]:
         """Wall seconds of each stage when it was computed."""
-        path = self.out_dir / "stages" / "seconds.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        return self._read("seconds.json")
 
     def path(self, name: str) -> Path:
         """Where stage `name` is stored."""
         return self.out_dir / "stages" / f"{name}.pt"
 
-    def done(self, name: str) -> bool:
-        """Whether stage `name` has finished in an earlier or this run."""
-        return self.path(name).exists()
+    def done(self, name: str, key: str = "") -> bool:
+        """Whether stage `name` has finished, in an earlier or this run, with inputs `key`."""
+        return self.path(name).exists() and self._read("keys.json").get(name, "") == key
 
-    def stage(self, name: str, compute: Callable[[], dict]) -> dict:
-        """The result of stage `name`: read from disk, or computed and saved."""
+    def stage(self, name: str, compute: Callable[[], dict], key: str = "") -> dict:
+        """The result of stage `name`: read from disk, or computed and saved.
+
+        Args:
+            name: The stage.
+            compute: Computes the result (a dict of tensors and plain values).
+            key: Content hash of the stage's inputs; a stored result with another key is
+                recomputed.
+        """
         path = self.path(name)
-        if path.exists():
+        if self.done(name, key):
             return torch.load(path, weights_only=True)
         start = time.perf_counter()
         result = compute()
-        self._record(name, time.perf_counter() - start)
+        self._update("seconds.json", name, round(time.perf_counter() - start, 2))
         tmp = path.with_suffix(".tmp")
         torch.save(result, tmp)
         os.replace(tmp, path)
+        self._update("keys.json", name, key)
         self.ran.append(name)
         return result

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+
 import torch
 from torch import Tensor, nn
 
@@ -9,7 +12,8 @@ from ..datasets import local, shapes
 from ..models import ShapesCNN, load_torchvision_model
 from ..training import train_classifier
 from ..transforms import GrabCutSegmenter
-from .config import StudyConfig
+from ._io import hash_path
+from .config import ConfigError, StudyConfig
 
 
 def _masks(images: Tensor) -> Tensor:
@@ -81,4 +85,107 @@ def build_model(config: StudyConfig, data: dict) -> nn.Module:
             seed=config.seed,
             show_progress=config.show_progress,
         )
+    if ":" in config.model:
+        return load_factory_model(config.model, config.weights, n_classes)
     return load_torchvision_model(config.model, config.weights, num_classes=n_classes)
+
+
+GLOBAL_LABELS = {
+    "gauss-newton": "Eq. 5 with the Gauss-Newton matrix (cross-layer second-order terms left out)",
+    "hessian": "Eq. 5 with the true Hessian (dense, from Hessian-vector products)",
+    "cg": "Eq. 5 with the true Hessian (conjugate gradients)",
+    "lissa": "Eq. 5 with the true Hessian (LiSSA)",
+    "none": "not computed",
+}
+
+
+def _factory(spec: str):
+    module_name, _, function = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(
+            f"model={spec!r}: cannot import {module_name!r} ({err}); put its folder on "
+            "PYTHONPATH or install it."
+        ) from None
+    factory = getattr(module, function, None)
+    if not callable(factory):
+        raise ValueError(f"model={spec!r}: {module_name} has no function {function!r}.")
+    return factory
+
+
+def load_factory_model(spec: str, weights, n_classes: int) -> nn.Module:
+    """Your own `nn.Module` from an importable factory "package.module:function".
+
+    Args:
+        spec: "package.module:function"; the function is called as
+            `function(num_classes=n_classes)` and returns an `nn.Module`.
+        weights: A state dict, or the path of one (loaded with `weights_only=True`).
+        n_classes: Classes of the data.
+
+    Returns:
+        The model with the weights loaded, in eval mode.
+    """
+    model = _factory(spec)(num_classes=n_classes)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model={spec!r} returned {type(model).__name__}, not an nn.Module.")
+    if not isinstance(weights, dict):
+        weights = torch.load(weights, map_location="cpu", weights_only=True)
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def _module_file(spec: str) -> str | None:
+    if ":" not in spec:
+        return None
+    found = importlib.util.find_spec(spec.partition(":")[0])
+    return found.origin if found is not None else None
+
+
+def stage_keys(config: StudyConfig) -> dict[str, str]:
+    """Content keys of the stages: hashes of the data files, the weights and the factory.
+
+    "data" depends on the data files only; every later stage also on the model (weights
+    file and the factory's source file). Generated data ("shapes") is fixed by the
+    configuration.
+    """
+    data = "generated" if config.data == "shapes" else hash_path(config.data_path)
+    model = f"{hash_path(config.weights)}/{hash_path(_module_file(config.model))}"
+    keys = {"data": f"data={data}"}
+    for name in ("model", "variants", "predictions", "influence", "global", "shap", "sweep"):
+        keys[name] = f"data={data} model={model}"
+    return keys
+
+
+def check_inputs(config: StudyConfig) -> None:
+    """Checks, before any work, that the files and names the configuration points to exist.
+
+    Raises:
+        ConfigError: naming the key and the fix.
+    """
+    from pathlib import Path
+
+    from ..transforms.styles import available_images
+
+    if config.data != "shapes" and not Path(config.data_path).is_dir():
+        raise ConfigError(
+            f"key 'data_path': folder {config.data_path!r} not found; point it to your data.",
+            "data_path",
+        )
+    if config.weights is not None and not Path(config.weights).is_file():
+        raise ConfigError(
+            f"key 'weights': file {config.weights!r} not found; save one with "
+            "torch.save(model.state_dict(), path) (nothing is downloaded).",
+            "weights",
+        )
+    if ":" in config.model:
+        try:
+            _factory(config.model)
+        except ValueError as err:
+            raise ConfigError(f"key 'model': {err}", "model") from None
+    if config.style not in available_images() and not Path(config.style).is_file():
+        raise ConfigError(
+            f"key 'style': {config.style!r} is neither an offline image "
+            f"({available_images()}) nor an image file.",
+            "style",
+        )

@@ -17,6 +17,7 @@ def build_variants(
     masks: Tensor,
     textures: Tensor,
     texture_steps: int,
+    texture_strength: float,
     style: str,
     style_steps: int,
     style_weight: float = 1.0,
@@ -25,7 +26,9 @@ def build_variants(
     """Every test image in each variant; the textured and styled ones start from white.
 
     Textured: the object (mask) takes the texture of class `(label + 1) % n_classes` by
-    Gatys texture transfer at full strength; styled: the whole white-background image is
+    Gatys texture transfer with `texture_strength`, the share s of the loss
+    `(1 - s) content + s Gram` (our reading of the paper's "percentage of texture", which it
+    does not define); styled: the whole white-background image is
     style-transferred from `style`.
 
     Returns:
@@ -40,7 +43,9 @@ def build_variants(
     bar = tqdm(range(n), desc="texture + style transfer", disable=not show_progress)
     for i in bar:
         textured.append(
-            F.texture_transfer(white[i], textures[other[i]], 1.0, texture_steps, mask=masks[i])
+            F.texture_transfer(
+                white[i], textures[other[i]], texture_strength, texture_steps, mask=masks[i]
+            )
         )
         styled.append(
             F.style_transfer(white[i], style, style_weight=style_weight, steps=style_steps)

@@ -15,7 +15,14 @@ from ..models import ShapesCNN, load_torchvision_model
 from ..transforms import functional as F
 from ._analysis import analyse
 from ._cache import StageCache
-from ._inputs import build_model, load_data
+from ._inputs import (
+    GLOBAL_LABELS,
+    build_model,
+    check_inputs,
+    load_data,
+    load_factory_model,
+    stage_keys,
+)
 from ._variants import VARIANTS, build_variants
 from .config import StudyConfig
 
@@ -64,14 +71,29 @@ class DisturbanceStudy:
         self._influence: LayerInfluence | None = None
 
     def run(self) -> StudyResult:
-        """Runs (or resumes) every stage, the analyses and the report."""
+        """Runs (or resumes) every stage, the analyses and the report.
+
+        Torch runs on `config.num_threads` threads meanwhile (restored after), so that
+        floating-point sums, and with them training and every finding, do not depend on
+        the machine's core count.
+        """
+        check_inputs(self.config)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.config.num_threads)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self) -> StudyResult:
         cfg = self.config
         cache = StageCache(self.out_dir, cfg)
+        keys = stage_keys(cfg)
         bar = tqdm(STAGES, desc="study", disable=not cfg.show_progress)
         out: dict[str, dict] = {}
         for name in bar:
             bar.set_postfix_str(name)
-            out[name] = cache.stage(name, lambda name=name: self._compute(name, out))
+            out[name] = cache.stage(name, lambda name=name: self._compute(name, out), keys[name])
         bar.close()
         from ..report import write_report
 
@@ -94,6 +116,7 @@ class DisturbanceStudy:
                 d["test_masks"],
                 d["textures"],
                 cfg.texture_steps,
+                cfg.texture_strength,
                 cfg.style,
                 cfg.style_steps,
                 cfg.style_weight,
@@ -112,11 +135,17 @@ class DisturbanceStudy:
             scores = li.influence((v["images"], v["labels"]), show_progress=cfg.show_progress)
             return {"scores": scores, "layer_names": li.layer_names}
         if name == "global":
-            hessian = cfg.global_hessian
-            if hessian == "gauss-newton":
-                hessian = ExactSettings(gauss_newton="always")
+            if cfg.global_hessian == "none":
+                return {"scores": torch.zeros(0), "method": GLOBAL_LABELS["none"]}
+            hessian = {
+                "gauss-newton": ExactSettings(gauss_newton="always"),
+                "hessian": ExactSettings(gauss_newton="never"),
+            }.get(cfg.global_hessian, cfg.global_hessian)
             li = LayerInfluence(model, self._train(out), hessian=hessian, damping=cfg.damping)
-            return {"scores": li.global_influence((v["images"], v["labels"]))}
+            return {
+                "scores": li.global_influence((v["images"], v["labels"])),
+                "method": GLOBAL_LABELS[cfg.global_hessian],
+            }
         if name == "shap":
             return self._shap(out, model)
         return self._sweep(out, model)
@@ -131,6 +160,8 @@ class DisturbanceStudy:
             model = ShapesCNN(width=cfg.width, n_classes=n_classes)
             model.load_state_dict(state)
             return model.eval()
+        if ":" in cfg.model:
+            return load_factory_model(cfg.model, state, n_classes)
         return load_torchvision_model(cfg.model, state, num_classes=n_classes)
 
     def _layer_influence(self, out: dict) -> LayerInfluence:
@@ -175,6 +206,7 @@ class DisturbanceStudy:
             label = int(d["test_labels"][i])
             white = F.white_background(d["test_images"][i], d["test_masks"][i])
             texture = d["textures"][(label + 1) % len(d["textures"])]
+            # Fig. 6 shows the whole range, from the white-background image to pure texture.
             sweep = F.texture_sweep(
                 white, texture, cfg.sweep_strengths, cfg.sweep_steps, mask=d["test_masks"][i]
             )

@@ -14,8 +14,8 @@ from captum_layerinf.experiments import STAGES, DisturbanceStudy, StudyConfig, t
 from captum_layerinf.experiments._variants import VARIANTS
 
 SECTIONS = (
-    "summary", "table1", "table3", "gallery", "table2", "iavg", "ranges", "layers",
-    "clustering", "sweep", "shap",
+    "summary", "method", "table1", "table3", "table2", "gallery", "ranges", "interclass",
+    "clustering", "layers", "sweep", "shap", "additions",
 )  # fmt: skip
 
 
@@ -42,7 +42,12 @@ def test_report_has_every_section_with_its_figures(study_dir, capsys):
     figures = [f for s in sections for f in s["figures"]]
     assert html.count("data:image/png;base64,") == len(figures) >= 10
     assert all((study_dir / f).stat().st_size > 1000 for f in figures)
-    assert len(sections[0]["findings"]) == 6 and "Top-1 accuracy" in html
+    assert "Top-1 accuracy" in html
+    verdicts = [f for f in sections[0]["findings"] if "reproduce" in f]
+    assert len(verdicts) == 8 and all(("reproduces" in f) != ("does not" in f) for f in verdicts)
+    method = " ".join(sections[1]["findings"])
+    assert "Eq. 5 with the Gauss-Newton matrix" in method and "hessian='exact'" in method
+    assert "Gauss-Newton" in html
     assert main(["report", str(study_dir)]) == 0
     assert "report.html" in capsys.readouterr().out
 
@@ -62,6 +67,7 @@ def test_stored_scores_equal_layer_influence_called_directly(study_dir):
     gn = LayerInfluence(model, train, hessian=ExactSettings(gauss_newton="always"))
     glob = gn.global_influence(batch)
     assert torch.allclose(_stage(study_dir, "global")["scores"][:6], glob, rtol=1e-4, atol=1e-6)
+    assert "Gauss-Newton" in _stage(study_dir, "global")["method"]
 
 
 def test_accuracy_table_agrees_with_the_stored_predictions(study_dir):
@@ -105,7 +111,7 @@ def test_config_json_round_trip_and_clear_errors(tmp_path):
     cfg.save(tmp_path / "c.json")
     assert StudyConfig.load(tmp_path / "c.json") == cfg
     (tmp_path / "bad.json").write_text(json.dumps({"n_train": 3}))
-    with pytest.raises(ValueError, match="unknown keys \\['n_train'\\]"):
+    with pytest.raises(ValueError, match="unknown key 'n_train'"):
         StudyConfig.load(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="needs data_path"):
         StudyConfig(data="cifar10")
@@ -113,20 +119,95 @@ def test_config_json_round_trip_and_clear_errors(tmp_path):
         StudyConfig(model="resnet18")
 
 
-def test_study_on_an_image_folder_of_the_users_own_images(tmp_path):
-    rng = np.random.default_rng(0)
+def _image_folder(root, rng):
     for split, n in (("train", 6), ("test", 1)):
-        for cls in ("a", "b"):
-            (tmp_path / "data" / split / cls).mkdir(parents=True)
+        for cls in (MATH_NAME, "b"):
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 pixels = np.full((40, 40, 3), 230, dtype=np.uint8)
-                colour = (200, 30, 30) if cls == "a" else (30, 30, 200)
+                colour = (200, 30, 30) if cls == "b" else (30, 30, 200)
                 pixels[8:32, 8:32] = colour + rng.integers(0, 20, (24, 24, 3))
-                Image.fromarray(pixels.astype(np.uint8)).save(
-                    tmp_path / "data" / split / cls / f"{i}.png"
-                )
-    cfg = tiny_config(data="imagefolder", data_path=str(tmp_path / "data"), size=16)
-    result = DisturbanceStudy(cfg, tmp_path / "run").run()
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / cls / f"{i}.png")
+
+
+MATH_NAME = r"$\badcmd{x}$"  # mathtext that matplotlib cannot parse
+FACTORY = """
+from captum_layerinf.models import ShapesCNN
+
+def make(num_classes):
+    return ShapesCNN(width=4, n_classes=num_classes)
+"""
+
+
+@pytest.mark.slow
+def test_own_module_and_image_folder_and_new_data_at_the_same_path(tmp_path, monkeypatch):
+    """A factory `module:function` with a state dict; data changed in place recomputes."""
+    from captum_layerinf.models import ShapesCNN
+
+    (tmp_path / "my_factory.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(0)
+    torch.save(ShapesCNN(width=4, n_classes=2).state_dict(), tmp_path / "w.pt")
+    _image_folder(tmp_path / "data", np.random.default_rng(0))
+    cfg = tiny_config(
+        data="imagefolder",
+        data_path=str(tmp_path / "data"),
+        size=16,
+        model="my_factory:make",
+        weights=str(tmp_path / "w.pt"),
+        shap_images=1,
+    )
+    first = DisturbanceStudy(cfg, tmp_path / "run").run()
     data = _stage(tmp_path / "run", "data")
-    assert data["class_names"] == ["a", "b"] and data["test_masks"].shape == (2, 16, 16)
-    assert result.report.is_file()
+    assert data["class_names"] == [MATH_NAME, "b"] and data["test_masks"].shape == (2, 16, 16)
+    assert first.computed == list(STAGES) and first.report.is_file()
+    before = _stage(tmp_path / "run", "influence")["scores"]
+    # new images at the same path: every stage depends on the data and is recomputed
+    _image_folder(tmp_path / "data", np.random.default_rng(1))
+    second = DisturbanceStudy(cfg, tmp_path / "run").run()
+    assert second.computed == list(STAGES)
+    assert not torch.equal(_stage(tmp_path / "run", "influence")["scores"], before)
+    assert MATH_NAME in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_stage_keys_follow_the_content_of_data_and_weights(tmp_path):
+    from captum_layerinf.experiments._inputs import stage_keys
+
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "train" / "x.png").write_bytes(b"1")
+    (tmp_path / "w.pt").write_bytes(b"1")
+    cfg = tiny_config(
+        data="imagefolder", data_path=str(tmp_path / "data"), weights=str(tmp_path / "w.pt")
+    )
+    keys = stage_keys(cfg)
+    (tmp_path / "w.pt").write_bytes(b"2")
+    new_weights = stage_keys(cfg)
+    assert new_weights["data"] == keys["data"]
+    assert all(new_weights[s] != keys[s] for s in STAGES[1:])
+    (tmp_path / "data" / "train" / "x.png").write_bytes(b"2")
+    assert all(stage_keys(cfg)[s] != new_weights[s] for s in STAGES)
+
+
+def test_stage_cache_recomputes_a_stage_whose_key_changed(tmp_path):
+    from captum_layerinf.experiments._cache import StageCache
+
+    cache = StageCache(tmp_path, tiny_config())
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"x": torch.tensor([len(calls)])}
+
+    assert cache.stage("a", compute, "k1")["x"].item() == 1
+    assert cache.stage("a", compute, "k1")["x"].item() == 1
+    assert cache.stage("a", compute, "k2")["x"].item() == 2
+    assert cache.ran == ["a", "a"] and set(cache.seconds()) == {"a"}
+    assert not list(tmp_path.glob("**/*.tmp"))
+
+
+def test_run_fixes_the_thread_count_and_restores_it(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(DisturbanceStudy, "_run", lambda self: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    DisturbanceStudy(tiny_config(num_threads=before + 2), tmp_path).run()
+    assert seen == [before + 2] and torch.get_num_threads() == before
