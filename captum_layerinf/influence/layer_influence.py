@@ -325,7 +325,7 @@ class LayerInfluence(DataInfluence):
 
     @property
     def strategies(self) -> dict[str, tuple[str, str]]:
-        """`{layer: (strategy name, reason)}` per layer, and `"<global>"` for Eq. 5.
+        """Per layer, `(strategy name, reason)`; the key `"<global>"` holds Eq. 5's.
 
         With `hessian="auto"` the reason says why (block size against the budget, Kronecker
         structure); the global entry says whether the full Hessian is exact or
