@@ -18,9 +18,11 @@ kronfluence do). The choice and its reason are in `AutoStrategy.choices`.
 
 Why this order: in the leave-one-out and linear-datamodeling benchmark
 (`benchmarks/fidelity.py`, `docs/fidelity.md`), exact layer blocks predicted retraining
-best among the layer-wise estimators, EK-FAC came next, and curvature-free scores
-(identity, TracIn) last; so a block is exact wherever it fits, and approximated only where
-a dense block cannot be held. That benchmark has so far run in its small mode only.
+best among the layer-wise estimators on the digits CNN, with EK-FAC next; on the residual
+CNN with batch-norm the two were level within their errors; curvature-free scores
+(identity, TracIn) were last on both. So a block is exact wherever it fits, and
+approximated only where a dense block cannot be held. That benchmark has so far run in its
+small mode only.
 """
 
 from __future__ import annotations
