@@ -7,6 +7,7 @@ from .influence import (
     FidelityReport,
     LayerInfluence,
     LiSSASettings,
+    PCGSettings,
     TracInSettings,
     available_strategies,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "FidelityReport",
     "LayerInfluence",
     "LiSSASettings",
+    "PCGSettings",
     "TracInSettings",
     "__version__",
     "available_strategies",
