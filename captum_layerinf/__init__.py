@@ -8,6 +8,7 @@ from .influence import (
     FidelityReport,
     LayerInfluence,
     LiSSASettings,
+    PCGSettings,
     TracInSettings,
     available_strategies,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "FidelityReport",
     "LayerInfluence",
     "LiSSASettings",
+    "PCGSettings",
     "TracInSettings",
     "__version__",
     "available_strategies",

@@ -16,6 +16,7 @@ from .ekfac import EKFACSettings, EKFACStrategy
 from .exact import ExactSettings, ExactStrategy
 from .identity import IdentitySettings, IdentityStrategy
 from .lissa import LiSSASettings, LiSSAStrategy
+from .pcg import PCGSettings, PCGStrategy
 from .tracin import TracInSettings, TracInStrategy, load_checkpoint
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "IdentityStrategy",
     "LiSSASettings",
     "LiSSAStrategy",
+    "PCGSettings",
+    "PCGStrategy",
     "TracInSettings",
     "TracInStrategy",
     "available_strategies",

@@ -21,7 +21,11 @@ class LiSSASettings:
 
     The recursion `h_t = v + (I - (H_t + λI) / scale) h_{t-1}`, with H_t the Hessian of
     one training batch (cycling through the loader), gives `(H + λI)^{-1} v ≈ h_depth / scale`.
-    Its error along an eigenvalue μ of `H + λI` shrinks as `(1 - μ / scale)^depth`.
+    Its error along an eigenvalue μ of `H + λI` shrinks as `(1 - μ / scale)^depth`, but the
+    batch Hessians' noise does not average out: LiSSA is an approximation. Measured on a
+    small trained CNN (96 digits, batches of 64) at damping 1e-2 with these defaults: max
+    relative score error 0.03-0.12 per layer against `exact` (Pearson >= 0.99). For scores
+    equal to `exact`, use `hessian="cg"` or `"pcg"`.
 
     Attributes:
         depth: Recursion steps. None: enough that the slowest direction (μ = λ) has
@@ -36,6 +40,10 @@ class LiSSASettings:
         power_iterations: Power-iteration steps of the automatic scale.
         warn_residual: Warn when the estimate's relative residual
             `‖(H + λI) x - v‖ / ‖v‖` (measured on the full training set) exceeds this.
+        warn_score_error: Warn when either score check exceeds this: the first-order
+            error of the self-score `vᵀx`, `|xᵀ r| / |vᵀ x|` with r the residual (it weighs
+            r by x ≈ (H + λI)⁻¹ v, i.e. by 1/μ: the small-eigenvalue directions the
+            residual under-weights), or the change of `vᵀx` between depth/2 and depth.
         seed: Seed of the power iteration.
     """
 
@@ -47,6 +55,7 @@ class LiSSASettings:
     max_depth: int = 20000
     power_iterations: int = 20
     warn_residual: float = 0.3
+    warn_score_error: float = 1e-2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -57,6 +66,8 @@ class LiSSASettings:
             raise ValueError(f"depth must be a positive int or None; got {self.depth!r}.")
         if self.scale is not None and self.scale <= 0:
             raise ValueError(f"scale must be > 0 or None; got {self.scale!r}.")
+        if not self.warn_score_error > 0:
+            raise ValueError(f"warn_score_error must be > 0; got {self.warn_score_error!r}.")
         if not 0 < self.target < 1:
             raise ValueError(f"target must be in (0, 1); got {self.target!r}.")
 
@@ -65,10 +76,13 @@ class LiSSASettings:
 class LiSSAStrategy(CurvatureStrategy):
     """Stochastic inverse-Hessian-vector products by Koh & Liang's LiSSA recursion.
 
-    `fit` estimates each block's scale (power iteration) and depth. `inverse_hvp` runs
-    the recursion batched over test vectors, then measures the residual of its result on
-    the full training set and warns when it has not converged; `self.residuals[b]` keeps
-    the last value per block.
+    An approximation (see `LiSSASettings`): `fit` warns so. It estimates each block's
+    scale (power iteration) and depth. `inverse_hvp` runs the recursion batched over test
+    vectors, then checks its result on the full training set and warns when the residual
+    or a score check is too large. Per block, of the last solve: `self.residuals[b]`
+    (relative residuals), `self.score_errors[b]` (first-order relative error of each
+    self-score `vᵀx`) and `self.depth_changes[b]` (relative change of `vᵀx` from
+    depth/2 to depth).
     """
 
     name = "lissa"
@@ -84,6 +98,12 @@ class LiSSAStrategy(CurvatureStrategy):
                 "hessian='lissa' with damping=0 needs an explicit LiSSASettings(depth=...): "
                 "the automatic depth is set by the damping."
             )
+        warnings.warn(
+            "hessian='lissa' is a stochastic approximation: its scores deviate from exact "
+            "ones (on a small CNN at damping 1e-2, 3-12% max relative error with the "
+            "default settings). Use hessian='cg' or 'pcg' for exact scores.",
+            stacklevel=4,
+        )
         ctx.validate()
         self.operators = [BlockHessian(ctx, b) for b in blocks]
         self.scales, self.depths = [], []
@@ -97,6 +117,8 @@ class LiSSAStrategy(CurvatureStrategy):
             self.scales.append(scale)
             self.depths.append(max(1, depth))
         self.residuals: dict[int, Tensor] = {}
+        self.score_errors: dict[int, Tensor] = {}
+        self.depth_changes: dict[int, Tensor] = {}
 
     def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
         """LiSSA estimate of `(H_b + λ I)^{-1} v` for each row of `vectors [m, P]`, float64."""
@@ -105,6 +127,7 @@ class LiSSAStrategy(CurvatureStrategy):
         v = vectors.double()
         n_batches = len(self.ctx.train_loader)
         total = torch.zeros_like(v)
+        half = torch.zeros_like(v)
         for r in range(self.settings.repeats):
             h = v.clone()
             start = (r * n_batches) // self.settings.repeats
@@ -116,7 +139,9 @@ class LiSSAStrategy(CurvatureStrategy):
                 leave=False,
                 disable=not self.ctx.show_progress,
             )
-            for inputs, labels in bar:
+            for t, (inputs, labels) in enumerate(bar, 1):
+                if t == depth // 2 + 1:
+                    half += h / scale
                 hv = op.batch(inputs, labels, h) + self.ctx.damping * h
                 h = v + h - hv / scale
                 if not torch.isfinite(h).all() or h.norm() > 1e12 * v.norm():
@@ -127,14 +152,26 @@ class LiSSAStrategy(CurvatureStrategy):
                     )
             total += h / scale
         x = total / self.settings.repeats
-        residual = (op(x) - v).norm(dim=1) / v.norm(dim=1).clamp_min(1e-300)
+        x_half = half / self.settings.repeats
+        r = op(x) - v
+        residual = r.norm(dim=1) / v.norm(dim=1).clamp_min(1e-300)
+        score = (v * x).sum(1)
+        # vᵀ(x - x*) = x*ᵀ r exactly (H symmetric); x stands in for x*.
+        score_error = (x * r).sum(1).abs() / score.abs().clamp_min(1e-300)
+        depth_change = (score - (v * x_half).sum(1)).abs() / score.abs().clamp_min(1e-300)
         self.residuals[block] = residual
+        self.score_errors[block], self.depth_changes[block] = score_error, depth_change
+        s = self.settings
         worst = float(residual.max())
-        if worst > self.settings.warn_residual:
+        worst_score = float(torch.maximum(score_error, depth_change).max())
+        if worst > s.warn_residual or worst_score > s.warn_score_error:
             warnings.warn(
-                f"LiSSA on block {name!r} has not converged: relative residual {worst:.2g} > "
-                f"{self.settings.warn_residual} after depth {depth}, scale {scale:.3g}. "
-                "Raise LiSSASettings(depth=..., repeats=...) or damping, or use hessian='cg'.",
+                f"LiSSA on block {name!r} has not converged: relative residual {worst:.2g} "
+                f"(warns above {s.warn_residual}), score error {float(score_error.max()):.2g} "
+                f"and change from depth {depth // 2} {float(depth_change.max()):.2g} (warn "
+                f"above {s.warn_score_error}) after depth {depth}, scale {scale:.3g}. "
+                "Raise LiSSASettings(depth=..., repeats=...) or damping, or use hessian='cg' "
+                "or 'pcg'.",
                 stacklevel=2,
             )
         return x
