@@ -217,8 +217,15 @@ def make_strategy(hessian: str | Any, damping: float, **overrides: Any) -> Curva
     fields = {f.name for f in dataclasses.fields(cls.Settings)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
+        owners = sorted(
+            name
+            for name, other in _REGISTRY.items()
+            if set(unknown) <= {f.name for f in dataclasses.fields(other.Settings)}
+        )
+        hint = f" They are settings of hessian={owners[0]!r}." if len(owners) == 1 else ""
         raise TypeError(
-            f"hessian={cls.name!r} takes no argument {unknown}; its settings are {sorted(fields)}."
+            f"hessian={cls.name!r} takes no argument {unknown}; its settings are "
+            f"{sorted(fields)}.{hint}"
         )
     settings = (
         cls.Settings(**overrides)
