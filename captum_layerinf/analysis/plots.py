@@ -109,18 +109,7 @@ def plot_layer_means_per_class(
         layer_names: Names of the layers (x axis).
         axes: A flat sequence of `n_classes` axes, or None for a new figure.
     """
-    n = len(class_names)
-    if axes is None:
-        cols = min(4, n)
-        rows = -(-n // cols)
-        fig, grid = plt.subplots(
-            rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False, layout="constrained"
-        )
-        axes = list(grid.flat)
-        for ax in axes[n:]:
-            ax.axis("off")
-    else:
-        fig = axes[0].figure
+    fig, axes = _panels(len(class_names), axes, (3.2, 2.6))
     x = np.arange(len(layer_names))
     for c, (ax, cname) in enumerate(zip(axes, class_names, strict=False)):
         for v, vname in enumerate(variant_names):
@@ -163,18 +152,7 @@ def plot_inter_class(
         test_classes: The test classes to show, one panel each.
         axes: A flat sequence of axes, or None for a new figure.
     """
-    n = len(test_classes)
-    if axes is None:
-        cols = min(4, n)
-        rows = -(-n // cols)
-        fig, grid = plt.subplots(
-            rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False, layout="constrained"
-        )
-        axes = list(grid.flat)
-        for ax in axes[n:]:
-            ax.axis("off")
-    else:
-        fig = axes[0].figure
+    fig, axes = _panels(len(test_classes), axes, (3.4, 2.8))
     values = class_avg.double()
     n_classes = len(class_names)
     width = 0.8 / max(1, len(variant_names))
@@ -386,3 +364,18 @@ def plot_accuracy(
 def as_tensor(values) -> Tensor:
     """Converts lists to a float tensor (a helper for callers building plot inputs)."""
     return torch.as_tensor(values, dtype=torch.float64)
+
+
+def _panels(n: int, axes, size: tuple[float, float]):
+    """`(fig, axes)`: the given flat axes, or a new grid of `n` panels, 4 to a row."""
+    if axes is not None:
+        return axes[0].figure, axes
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig, grid = plt.subplots(
+        rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False, layout="constrained"
+    )
+    axes = list(grid.flat)
+    for ax in axes[n:]:
+        ax.axis("off")
+    return fig, axes
