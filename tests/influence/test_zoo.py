@@ -16,30 +16,15 @@ from captum_layerinf import LayerInfluence, available_strategies
 from captum_layerinf.influence.layer_influence import GLOBAL
 
 N_CLASSES, N_TRAIN, N_TEST = 3, 6, 2
-NO_FORWARD_AD = (
-    "Hessian-vector products use forward-mode AD, which PyTorch lacks for "
-    "hardswish/hardsigmoid: waits for reverse-over-reverse products"
-)
-
-
-def _xfail(reason):
-    return pytest.mark.xfail(strict=False, reason=reason)
-
-
 ARCHS = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "vgg11_bn", "shufflenet_v2_x0_5"]
 ARCHS += ["densenet121"]
-HVP_BLOCKED = {"mobilenet_v3_small"}
 
 
 FAST = {"resnet18"}  # the others take 30-450 s each on 2 busy cores: slow
 
 
-def _params(arch, marks_for=(), reason=""):
-    params = []
-    for a in ARCHS:
-        marks = [_xfail(reason)] if a in marks_for else []
-        params.append(pytest.param(a, marks=marks if a in FAST else [*marks, pytest.mark.slow]))
-    return params
+def _params():
+    return [pytest.param(a, marks=[] if a in FAST else [pytest.mark.slow]) for a in ARCHS]
 
 
 def build(arch: str):
@@ -55,7 +40,7 @@ def build(arch: str):
     return model, (x[:N_TRAIN], y[:N_TRAIN]), (x[N_TRAIN:], y[N_TRAIN:]), [conv, norm, linear]
 
 
-@pytest.mark.parametrize("arch", _params(ARCHS, HVP_BLOCKED, NO_FORWARD_AD))
+@pytest.mark.parametrize("arch", _params())
 def test_default_methods_on_three_layers(arch):
     model, train, test, layers = build(arch)
     li = LayerInfluence(model, train, layers=layers, batch_size=N_TRAIN)
@@ -80,7 +65,7 @@ def test_default_methods_on_three_layers(arch):
             assert p > 1 - 1e-6, (name, p)
 
 
-@pytest.mark.parametrize("arch", _params(ARCHS, HVP_BLOCKED, NO_FORWARD_AD))
+@pytest.mark.parametrize("arch", _params())
 def test_auto_agrees_with_cg_on_small_layers(arch):
     model, train, test, layers = build(arch)
     small = [
@@ -95,7 +80,7 @@ def test_auto_agrees_with_cg_on_small_layers(arch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", _params(ARCHS, HVP_BLOCKED, NO_FORWARD_AD))
+@pytest.mark.parametrize("arch", _params())
 def test_full_default_call(arch):
     """Every layer with the default strategy: no MemoryError, finite scores, a cheap check."""
     model, train, test, _ = build(arch)
@@ -124,8 +109,6 @@ STRATEGIES = [s for s in available_strategies() if s not in ("auto", "tracin", "
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_strategy_on_three_layers(arch, strategy):
     model, train, test, layers = build(arch)
-    if arch in HVP_BLOCKED and strategy in ("exact", "cg", "pcg"):
-        pytest.xfail(NO_FORWARD_AD)
     li = LayerInfluence(
         model, train, layers=layers, batch_size=N_TRAIN, hessian=strategy, damping=0.1
     )
