@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint docs format bench clean
+.PHONY: demo test test-fast test-zoo lint docs format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,11 @@ docs: $(STAMP)
 
 # The inner loop: everything but the tests marked slow (subprocesses, solvers, tutorials).
 test-fast: lint
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not zoo"
+
+# The torchvision architecture matrix: every model, every layer, every strategy (long on a CPU).
+test-zoo: $(STAMP)
+	$(BIN)/python -m pytest -m zoo tests/influence/test_zoo.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/exact_vs_captum.py

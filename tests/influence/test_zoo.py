@@ -1,8 +1,9 @@
 """torchvision architectures at 32x32, random weights (nothing downloaded): every method runs.
 
-Fast tests restrict `layers=` to a stem conv, a batch-norm and the classifier; the slow ones
-make one full-default call per model and run every registered strategy that claims to
-support the model on those layers.
+Tests restrict `layers=` to a stem conv, a batch-norm and the classifier, on resnet18 in
+every run. The tests marked `zoo` (`make test-zoo`, minutes per model on a 2-core CPU) run
+the same on the other architectures, make one full-default call per model (every layer,
+global influence, check) and run every registered strategy on those layers.
 """
 
 import warnings
@@ -20,11 +21,12 @@ ARCHS = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "vgg11_bn", "shuff
 ARCHS += ["densenet121"]
 
 
-FAST = {"resnet18"}  # the others take 30-450 s each on 2 busy cores: slow
+FAST = {"resnet18"}
 
 
 def _params():
-    return [pytest.param(a, marks=[] if a in FAST else [pytest.mark.slow]) for a in ARCHS]
+    """resnet18 in every run; the other architectures (30 s to minutes each) under `zoo`."""
+    return [pytest.param(a, marks=[] if a in FAST else [pytest.mark.zoo]) for a in ARCHS]
 
 
 def build(arch: str):
@@ -79,8 +81,8 @@ def test_auto_agrees_with_cg_on_small_layers(arch):
     assert torch.allclose(a, c, rtol=1e-3, atol=1e-3 * float(c.abs().max()))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("arch", _params())
+@pytest.mark.zoo
+@pytest.mark.parametrize("arch", ARCHS)
 def test_full_default_call(arch):
     """Every layer with the default strategy: no MemoryError, finite scores, a cheap check."""
     model, train, test, _ = build(arch)
@@ -104,7 +106,7 @@ def test_full_default_call(arch):
 STRATEGIES = [s for s in available_strategies() if s not in ("auto", "tracin", "captum", "lissa")]
 
 
-@pytest.mark.slow
+@pytest.mark.zoo
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_strategy_on_three_layers(arch, strategy):

@@ -301,7 +301,7 @@ class AutoStrategy(CurvatureStrategy):
             return self._solve(block, vectors)
         out = torch.empty(vectors.shape, dtype=torch.float64, device=vectors.device)
         for i, index in enumerate(self._slices):
-            out[:, index] = self._solve(i, vectors[:, index])
+            out[:, index] = self._solve(i, vectors[:, index]).to(out.dtype)
         return out
 
 
