@@ -50,6 +50,7 @@ from captum_layerinf import (
     LiSSASettings,
     available_strategies,
 )
+from captum_layerinf._utils.stats import mean_and_sem
 from captum_layerinf.datasets import load_digits_split
 from captum_layerinf.evaluation import (
     LBFGSRetrain,
@@ -60,7 +61,6 @@ from captum_layerinf.evaluation import (
     random_subsets,
     retraining_effects,
 )
-from captum_layerinf.evaluation._stats import mean_and_sem
 from captum_layerinf.models import DigitsVGG
 from captum_layerinf.training import train_classifier
 

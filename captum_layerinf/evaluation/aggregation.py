@@ -24,7 +24,7 @@ import math
 
 from torch import Tensor
 
-from ._stats import average_ranks
+from .._utils.stats import average_ranks
 
 AGGREGATIONS = ("sum", "rank", "vote")
 

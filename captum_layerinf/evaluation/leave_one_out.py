@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._stats import mean_and_sem, pearson, spearman
+from .._utils.stats import mean_and_sem
+from .._utils.stats import pearson_rows as pearson
+from .._utils.stats import spearman_rows as spearman
 from .retraining import Retrain, losses_on, retrained_losses
 
 

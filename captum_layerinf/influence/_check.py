@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from .._utils.data import as_dataloader, iter_batches
+from .._utils.stats import pearson, spearman
 from ._gradients import GradientEngine
 from ._reference import ReferenceStrategy
 
@@ -73,22 +74,6 @@ class FidelityReport:
         for name, p, s, k in zip(self.layers, self.pearson, self.spearman, self.scale, strict=True):
             rows.append(f"{name or '<model>'} | {p:.3f} | {s:.3f} | {k:.2f}")
         return "\n".join(rows)
-
-
-def pearson(a: Tensor, b: Tensor) -> float:
-    """Pearson correlation of two tensors' entries (float64)."""
-    a, b = a.flatten().double(), b.flatten().double()
-    a, b = a - a.mean(), b - b.mean()
-    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-300))
-
-
-def spearman(a: Tensor, b: Tensor) -> float:
-    """Spearman rank correlation (ties broken by position)."""
-
-    def ranks(t: Tensor) -> Tensor:
-        return t.flatten().argsort().argsort().double()
-
-    return pearson(ranks(a), ranks(b))
 
 
 def sample_rows(loader: DataLoader, n: int, gen: torch.Generator, what: str):

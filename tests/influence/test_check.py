@@ -5,7 +5,7 @@ import torch
 
 from captum_layerinf import AutoSettings, FidelityReport, LayerInfluence
 from captum_layerinf._utils.data import as_dataloader
-from captum_layerinf.influence._check import pearson
+from captum_layerinf._utils.stats import pearson
 from captum_layerinf.influence._reference import GaussNewtonWoodbury
 
 

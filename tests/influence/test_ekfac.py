@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from captum_layerinf import LayerInfluence
-from captum_layerinf.influence._check import pearson
+from captum_layerinf._utils.stats import pearson
 from captum_layerinf.influence.strategies import EKFACSettings
 from tests.conftest import rel_err
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from captum_layerinf import LayerInfluence
+from captum_layerinf._utils.stats import pearson
 from captum_layerinf.datasets import load_digits_split
-from captum_layerinf.influence._check import pearson
 from captum_layerinf.influence.strategies import CGSettings, LiSSASettings
 from captum_layerinf.training import train_classifier
 from tests.conftest import rel_err

@@ -8,7 +8,7 @@ from torch.func import functional_call, grad, vmap
 
 from captum_layerinf import LayerInfluence
 from captum_layerinf._utils.losses import ExampleLoss
-from captum_layerinf.influence._check import pearson
+from captum_layerinf._utils.stats import pearson
 from captum_layerinf.influence._gradients import GradientEngine
 from captum_layerinf.influence._scoring import BlockGradients
 from captum_layerinf.influence.strategies import EKFACSettings
