@@ -46,6 +46,19 @@ def _feed_tensor(h, t: Tensor) -> None:
 
 
 def _feed(h, obj: Any, seen: set[int]) -> None:
+    if _feed_value(h, obj):
+        return
+    if id(obj) in seen:
+        h.update(b"<cycle>")
+        return
+    if not (_feed_container(h, obj, seen) or _feed_code_object(h, obj, seen)):
+        raise UnidentifiableError(
+            f"cannot fingerprint an object of type {qualname(obj)} (it has no content to hash)"
+        )
+
+
+def _feed_value(h, obj: Any) -> bool:
+    """Plain values: tensors, arrays, scalars and strings, files by their content."""
     if isinstance(obj, Tensor):
         _feed_tensor(h, obj)
     elif isinstance(obj, np.ndarray):
@@ -58,9 +71,14 @@ def _feed(h, obj: Any, seen: set[int]) -> None:
         with open(obj, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-    elif id(obj) in seen:
-        h.update(b"<cycle>")
-    elif isinstance(obj, dict):
+    else:
+        return False
+    return True
+
+
+def _feed_container(h, obj: Any, seen: set[int]) -> bool:
+    """Dicts, sequences, sets and dataclasses: their items, in a canonical order."""
+    if isinstance(obj, dict):
         seen.add(id(obj))
         h.update(f"D{len(obj)}".encode())
         for key in sorted(obj, key=repr):
@@ -76,7 +94,14 @@ def _feed(h, obj: Any, seen: set[int]) -> None:
         seen.add(id(obj))
         h.update(type(obj).__qualname__.encode())
         _feed(h, {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, seen)
-    elif isinstance(obj, nn.Module):
+    else:
+        return False
+    return True
+
+
+def _feed_code_object(h, obj: Any, seen: set[int]) -> bool:
+    """Modules, functions, methods, partials and other objects: their code and state."""
+    if isinstance(obj, nn.Module):
         seen.add(id(obj))
         _feed(h, module_state(obj), seen)
         _feed(h, module_code(obj), seen)
@@ -104,9 +129,8 @@ def _feed(h, obj: Any, seen: set[int]) -> None:
             _feed_code(h, call.__code__)
         _feed(h, vars(obj), seen)
     else:
-        raise UnidentifiableError(
-            f"cannot fingerprint an object of type {qualname(obj)} (it has no content to hash)"
-        )
+        return False
+    return True
 
 
 def _feed_code(h, code: types.CodeType) -> None:
