@@ -163,9 +163,9 @@ def _analyse(cfg, out: dict, model: nn.Module, out_dir: Path) -> list[str]:
     if has_global:
         rows_t.append(A.top_class(glob, train_labels)[None])
         row_names.append(global_name)
-    rows_t = torch.cat(rows_t)
+    tops = torch.cat(rows_t)
     refs = {"true class": labels, "texture class": v["texture_labels"]}
-    w.table(sec, "whole_set_top_class", A.top_class_table(rows_t, row_names, kinds, VARIANTS, refs))
+    w.table(sec, "whole_set_top_class", A.top_class_table(tops, row_names, kinds, VARIANTS, refs))
     g_intra = (
         A.intra_inter(A.class_average(glob, train_labels, n_classes), labels)[0]
         if (has_global)
