@@ -1,7 +1,7 @@
 """VGG16 with `hessian="ekfac"`, all 16 layers: peak memory, time, and the memory per layer.
 
 The torchvision VGG16 architecture (`weights=None`, 10 classes), float32 on CPU, digits
-upscaled to RGB `--size` x `--size` (default 64: the issue's 256 train x 8 test), default
+upscaled to RGB `--size` x `--size` (default 64; 256 train x 8 test), default
 settings. Prints per layer what the strategy holds: the Kronecker eigenbases (dense, or
 low-rank where the layer has fewer data rows than input dimensions, as fc6's 25,089 with
 256 images), the corrected eigenvalues, and the test side.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 
 import torch
 from torch import nn
@@ -56,5 +56,7 @@ def train_classifier(
 @torch.no_grad()
 def accuracy(model: nn.Module, data: Dataset) -> float:
     """Top-1 accuracy of `model` on a Dataset of `(input, label)` pairs."""
+    if not isinstance(data, Sized):
+        raise TypeError("accuracy needs a map-style Dataset with a length.")
     x, y = next(iter(DataLoader(data, batch_size=len(data))))
     return (model(x).argmax(1) == y).float().mean().item()

@@ -199,8 +199,9 @@ plt.show()
 #   (the slope) is still off, and its residual warning says so.
 # - **`ekfac`** costs about as much as one or two epochs of training and scales to VGG16,
 #   but its Kronecker factors are an approximation. How good depends on the model and
-#   above all on the damping (next section); on the wider digits CNN of the README's
-#   benchmark its per-layer Pearson is 0.54–0.79 at λ = 0.01 and 0.76–0.92 at λ = 0.1.
+#   above all on the damping (next section); on the wider digits CNN of the EK-FAC
+#   benchmark (docs/ekfac.md) its per-layer Pearson is 0.54–0.79 at λ = 0.01 and
+#   0.76–0.92 at λ = 0.1.
 # - **`identity`** and **`tracin`** are not approximations of the influence function:
 #   they measure gradient similarity (TracIn along the training trajectory). They are
 #   the cheapest and answer a different question; TracIn's scale is set by the learning

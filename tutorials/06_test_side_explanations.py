@@ -360,5 +360,5 @@ plt.show()
 # backprop, LRP, CLRP1 and CLRP2 ablates best changes from one training seed to the next on
 # this toy: the paper's ordering (guided backprop > CLRP2 > CLRP1 > gradient > LRP on VGG16)
 # is not reproduced there. `benchmarks/clrp_evaluation.py` runs the full comparison over
-# three seeds; its tables and the comparison with the paper are in the README
-# ("Contrastive LRP").
+# three seeds; its tables and the comparison with the paper are in
+# docs/attributions.md ("Contrastive LRP").

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from numbers import Number
 from typing import Any
 
@@ -98,7 +98,7 @@ def _check_order(loader: DataLoader, what: str) -> None:
 def _check_first_item(data: Dataset, what: str) -> None:
     """Fails early, with the fix, when a map-style dataset's items cannot be batched."""
     try:
-        if len(data) == 0:  # type: ignore[arg-type]
+        if not isinstance(data, Sized) or len(data) == 0:
             return
         item = data[0]
     except (TypeError, NotImplementedError):

@@ -49,7 +49,8 @@ class ExampleLoss:
         if isinstance(loss_fn, nn.Module) and hasattr(loss_fn, "reduction"):
             self.mean_over_dims = loss_fn.reduction == "mean"
             loss_fn = copy.copy(loss_fn)
-            loss_fn.reduction = "none"
+            # nn.Module types unknown attributes as Tensor | Module
+            setattr(loss_fn, "reduction", "none")  # noqa: B010
         self.fn = loss_fn
         self.class_indices = isinstance(loss_fn, _INDEX_LOSSES)
 

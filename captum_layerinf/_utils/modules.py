@@ -121,8 +121,8 @@ def resolve_layers(
                 module = model.get_submodule(name)
                 kind = type(module).__name__
                 hint = f"'{name}' is a {kind} that owns no parameters itself. "
-                owners = _owned_names(model)
-                shared = [owners[id(p)] for p in module.parameters(recurse=False)]
+                param_owners = _owned_names(model)
+                shared = [param_owners[id(p)] for p in module.parameters(recurse=False)]
                 if shared:
                     hint = (
                         f"'{name}' is a {kind} whose parameters are shared with another module "

@@ -10,11 +10,15 @@ the caller can take the rules off again in a `finally`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TypeAlias
 
 import torch
 import torch.nn.functional as F
 from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule, PropagationRule
 from torch import Tensor, nn
+
+# The modules whose weights the z^B and z+ rules redistribute over.
+_LinearMap: TypeAlias = nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d
 
 #: Leaf modules that only move or copy values: relevance passes through them unchanged.
 PASS_THROUGH = (nn.Flatten, nn.Unflatten, nn.Identity, nn.BatchNorm1d, nn.BatchNorm2d)
@@ -43,10 +47,10 @@ def _store_input_relevance(rule: PropagationRule, grad: Tensor, relevance: Tenso
     Captum's activation hook reads `grad.replace_out` to pass the relevance on; without it a
     ReLU in front of this module would forward the raw gradient instead.
     """
-    if rule._has_single_input:  # type: ignore[attr-defined]
+    if rule._has_single_input:
         rule.relevance_input[grad.device] = relevance.data
     else:
-        rule.relevance_input[grad.device].append(relevance.data)  # type: ignore[union-attr]
+        rule.relevance_input[grad.device].append(relevance.data)
     grad.replace_out = relevance  # type: ignore[attr-defined]
 
 
@@ -70,11 +74,11 @@ class PassThroughRule(EpsilonRule):
         return _backward_hook_input
 
 
-def _linear_map(module: nn.Module, x: Tensor, weight: Tensor) -> Tensor:
+def _linear_map(module: _LinearMap, x: Tensor, weight: Tensor) -> Tensor:
     """The module's linear map with another weight and no bias."""
     if isinstance(module, nn.Linear):
         return F.linear(x, weight)
-    return module._conv_forward(x, weight, None)  # type: ignore[operator]
+    return module._conv_forward(x, weight, None)
 
 
 class ZBoxRule(PropagationRule):
@@ -98,10 +102,12 @@ class ZBoxRule(PropagationRule):
     def _manipulate_weights(self, module: nn.Module, inputs: object, outputs: object) -> None:
         pass
 
-    def forward_hook(self, module: nn.Module, inputs: object, outputs: Tensor) -> Tensor:
+    def forward_hook(
+        self, module: _LinearMap, inputs: tuple[Tensor, ...] | Tensor, outputs: Tensor
+    ) -> Tensor:
         """Keeps the module and its input for the backward hooks, then defers to Captum."""
         self._module = module
-        self._x = (inputs[0] if isinstance(inputs, tuple) else inputs).data  # type: ignore[index]
+        self._x = (inputs[0] if isinstance(inputs, tuple) else inputs).data
         return super().forward_hook(module, inputs, outputs)
 
     def _bounds(self) -> tuple[Tensor, Tensor]:
@@ -222,6 +228,6 @@ def attach_deep_taylor_rules(
             # Left behind by a Captum LRP call that failed half-way; Captum would trip on it.
             del module.rule
         if rule is not None:
-            module.rule = rule  # type: ignore[assignment]
+            module.rule = rule
             attached.append(module)
     return attached

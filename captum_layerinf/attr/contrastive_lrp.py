@@ -20,6 +20,7 @@ from captum.attr._utils.attribution import GradientAttribution
 from captum.attr._utils.lrp_rules import EpsilonRule, PropagationRule
 from torch import Tensor, nn
 
+from .._utils.tensors import tensor_sum
 from ._lrp_rules import LINEAR, _store_input_relevance, attach_deep_taylor_rules, leaf_modules
 
 Variant = Literal["clrp1", "clrp2"]
@@ -85,12 +86,12 @@ class DeepTaylorLRP(LRP):
         super().__init__(model)
         self.input_bounds = input_bounds
         self._user_rules: dict[nn.Module, PropagationRule] = {
-            module: module.rule  # type: ignore[misc]
+            module: module.rule
             for module in model.modules()
             if isinstance(getattr(module, "rule", None), PropagationRule)
         }
 
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: TensorOrTupleOfTensorsGeneric,
         target: TargetType = None,
@@ -116,7 +117,7 @@ class DeepTaylorLRP(LRP):
                 inputs,
                 target,
                 additional_forward_args,
-                return_convergence_delta=return_convergence_delta,  # type: ignore[call-overload]
+                return_convergence_delta=return_convergence_delta,
                 verbose=verbose,
             )
 
@@ -224,7 +225,7 @@ def _target_vector(target: TargetType, batch: int, device: torch.device) -> Tens
 
 
 def _per_example_sum(maps: tuple[Tensor, ...]) -> Tensor:
-    return sum(m.flatten(1).sum(1) for m in maps)  # type: ignore[return-value]
+    return tensor_sum(m.flatten(1).sum(1) for m in maps)
 
 
 def _normalised(maps: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -312,7 +313,7 @@ class ContrastiveLRP(GradientAttribution):
             )
         return module
 
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: TensorOrTupleOfTensorsGeneric,
         target: TargetType = None,
@@ -383,4 +384,4 @@ class ContrastiveLRP(GradientAttribution):
             (t - d).clamp(min=0).detach()
             for t, d in zip(_normalised(r_target), _normalised(r_dual), strict=True)
         )
-        return _format_output(is_tuple, contrast)  # type: ignore[return-value]
+        return _format_output(is_tuple, contrast)

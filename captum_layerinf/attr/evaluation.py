@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeAlias
 
 import torch
 from captum.attr import Attribution
@@ -36,7 +36,7 @@ PAPER_VGG16_ABLATION: dict[str, float] = {
 }
 
 Reduce = Literal["sum", "abs"]
-Method = Attribution | Callable[[Tensor, Tensor], Tensor]
+Method: TypeAlias = Attribution | Callable[[Tensor, Tensor], Tensor]
 
 
 class RandomAttribution(Attribution):
@@ -53,7 +53,7 @@ class RandomAttribution(Attribution):
         super().__init__(forward_func)
         self.generator = torch.Generator().manual_seed(seed)
 
-    def attribute(self, inputs: Tensor, target: object = None, **kwargs: object) -> Tensor:  # type: ignore[override]
+    def attribute(self, inputs: Tensor, target: object = None, **kwargs: object) -> Tensor:
         """Random values in [0, 1) shaped like `inputs`; `target` is ignored."""
         del target, kwargs
         maps = torch.rand(inputs.shape, generator=self.generator, dtype=torch.float64)
@@ -256,9 +256,9 @@ class AttributionEvaluation:
 
 def _attribute(method: Method, inputs: Tensor, targets: Tensor, kwargs: Mapping) -> Tensor:
     if hasattr(method, "attribute"):
-        maps = method.attribute(inputs, target=targets, **kwargs)  # type: ignore[union-attr]
+        maps = method.attribute(inputs, target=targets, **kwargs)
     else:
-        maps = method(inputs, targets, **kwargs)  # type: ignore[operator]
+        maps = method(inputs, targets, **kwargs)
     if isinstance(maps, tuple):
         raise TypeError("the evaluation takes single-input methods (one map per image).")
     return maps.detach()
@@ -322,7 +322,7 @@ def compare_attributions(
     targets: Tensor,
     masks: Tensor,
     reduce: Mapping[str, Reduce] | None = None,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> dict[str, AttributionEvaluation]:
     """`evaluate_attribution` for several methods on the same images and ablation baseline.
 
@@ -347,7 +347,7 @@ def compare_attributions(
             targets,
             masks,
             reduce=(reduce or {}).get(name, "sum"),
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
         for name, method in methods.items()
     }

@@ -293,6 +293,7 @@ class LayeredExplanation:
         module = dict(self.model.named_modules()).get(layer)
         if module is None or layer == "":
             _check_names(self.model, [layer])
+        assert module is not None  # _check_names raised otherwise
         units = torch.as_tensor(units, device=inputs.device).long()
         if units.dim() != 2 or units.shape[0] != inputs.shape[0]:
             raise ValueError(

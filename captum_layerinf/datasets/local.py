@@ -126,9 +126,9 @@ def load_cifar10(
         data.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(batch[b"labels"])
     images = torch.from_numpy(np.concatenate(data)).float() / 255
-    labels = torch.tensor(labels)
-    keep = _cap(labels, per_class)
-    return images[keep], labels[keep], list(CIFAR10_CLASSES)
+    targets = torch.tensor(labels)
+    keep = _cap(targets, per_class)
+    return images[keep], targets[keep], list(CIFAR10_CLASSES)
 
 
 class _ArraysOnly(pickle.Unpickler):

@@ -158,12 +158,12 @@ def _analyse(cfg, out: dict, model: nn.Module, out_dir: Path) -> list[str]:
     _shap(w, sec, out_dir, out["shap"])
 
     sec = w.section("additions", "Additions (ours, not in the paper)")
-    rows_t = [A.top_class(layer_scores, train_labels), A.top_class(compound, train_labels)[None]]
+    tops = [A.top_class(layer_scores, train_labels), A.top_class(compound, train_labels)[None]]
     row_names = [*layer_names, "compound"]
     if has_global:
-        rows_t.append(A.top_class(glob, train_labels)[None])
+        tops.append(A.top_class(glob, train_labels)[None])
         row_names.append(global_name)
-    rows_t = torch.cat(rows_t)
+    rows_t = torch.cat(tops)
     refs = {"true class": labels, "texture class": v["texture_labels"]}
     w.table(sec, "whole_set_top_class", A.top_class_table(rows_t, row_names, kinds, VARIANTS, refs))
     g_intra = (

@@ -52,6 +52,7 @@ def load_data(config: StudyConfig) -> dict:
         if names != names_t:
             raise ValueError(f"train/ and test/ class folders differ: {names} vs {names_t}.")
     else:
+        assert config.data_path is not None  # StudyConfig requires it for data != "shapes"
         x, y, names = local.load_cifar10(config.data_path, True, config.n_train_per_class)
         xt, yt, _ = local.load_cifar10(config.data_path, False, config.n_test_per_class)
     first = [int(torch.nonzero(y == c)[0, 0]) for c in range(len(names))]
@@ -85,6 +86,7 @@ def build_model(config: StudyConfig, data: dict) -> nn.Module:
             seed=config.seed,
             show_progress=config.show_progress,
         )
+    assert config.weights is not None  # StudyConfig requires it for model != "shapes_cnn"
     if ":" in config.model:
         return load_factory_model(config.model, config.weights, n_classes)
     return load_torchvision_model(config.model, config.weights, num_classes=n_classes)
@@ -167,7 +169,8 @@ def check_inputs(config: StudyConfig) -> None:
 
     from ..transforms.styles import available_images
 
-    if config.data != "shapes" and not Path(config.data_path).is_dir():
+    missing = config.data_path is None or not Path(config.data_path).is_dir()
+    if config.data != "shapes" and missing:
         raise ConfigError(
             f"key 'data_path': folder {config.data_path!r} not found; point it to your data.",
             "data_path",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -40,7 +41,7 @@ def hash_path(path: str | Path | None) -> str:
         digest.update(str(file.relative_to(path) if file != path else file.name).encode())
         digest.update(b"\0")
         with open(file, "rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+            for block in iter(functools.partial(handle.read, 1 << 20), b""):
                 digest.update(block)
         digest.update(b"\0")
     return digest.hexdigest()

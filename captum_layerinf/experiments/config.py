@@ -6,6 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ._io import write_atomic
 
@@ -254,7 +255,7 @@ class StudyConfig:
 
 def tiny_config(**changes) -> StudyConfig:
     """A configuration small enough for a test: the whole study in well under a minute."""
-    values = dict(
+    values: dict[str, Any] = dict(
         n_train_per_class=12,
         width=4,
         n_test_per_class=1,

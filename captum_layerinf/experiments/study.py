@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,7 @@ class DisturbanceStudy:
         out: dict[str, dict] = {}
         for name in bar:
             bar.set_postfix_str(name)
-            out[name] = cache.stage(name, lambda name=name: self._compute(name, out), keys[name])
+            out[name] = cache.stage(name, functools.partial(self._compute, name, out), keys[name])
         bar.close()
         from ..report import write_report
 

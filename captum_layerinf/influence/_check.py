@@ -105,7 +105,7 @@ def check_fidelity(
     n_curvature: int | None,
 ) -> FidelityReport:
     """Implements `LayerInfluence.check` (see there)."""
-    from .strategies import FitContext, make_strategy
+    from .strategies import CurvatureStrategy, FitContext, make_strategy
 
     start = time.perf_counter()
     if n_curvature is not None and (not isinstance(n_curvature, int) or n_curvature < 1):
@@ -139,6 +139,7 @@ def check_fidelity(
         )
         strategy = probe
         strategy.fit(ctx, blocks)
+    ref: CurvatureStrategy
     if reference == "auto":
         ref = ReferenceStrategy(li.damping, reuse=strategy)
     else:

@@ -43,5 +43,6 @@ class ScoreCollector:
             return torch.cat(self.chunks, dim=-1)
         if self.offset < self.k:
             raise ValueError(f"k={self.k} exceeds the number of training examples ({self.offset}).")
+        assert self.best is not None  # set by the first chunk, and offset >= k > 0
         values, indices = self.best
         return KMostInfluentialResults(indices=indices, influence_scores=values)

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
 from .._utils.losses import ExampleLoss
+from .._utils.tensors import tensor_sum
 
 Params = dict[str, Tensor]
 
@@ -173,7 +174,7 @@ class GradientEngine:
             return functional_call(self.model, p, inputs)
 
         with torch.no_grad(), twice_differentiable():
-            outputs, pullback = vjp(forward, params)
+            outputs, pullback = vjp(forward, params)[:2]
             dout = vmap(grad(self.loss.single))(outputs, labels)
             lam = self.loss.output_hessian(outputs, labels)
 
@@ -197,8 +198,8 @@ class GradientEngine:
                 r_v = grad(lambda p: _dot(grad(weighted)(p), v))(params)
             jv = jv.reshape(len(jv), -1)
             (gn_v,) = pullback(torch.einsum("bcd,bd->bc", lam, jv).view_as(outputs))
-        r_norm = torch.sqrt(sum((t.double() ** 2).sum() for t in r_v.values()))
-        gn_norm = torch.sqrt(sum((t.double() ** 2).sum() for t in gn_v.values()))
+        r_norm = torch.sqrt(tensor_sum((t.double() ** 2).sum() for t in r_v.values()))
+        gn_norm = torch.sqrt(tensor_sum((t.double() ** 2).sum() for t in gn_v.values()))
         if r_norm == 0:
             return 0.0
         return float(r_norm / gn_norm) if gn_norm > 0 else float("inf")
@@ -233,7 +234,7 @@ class GradientEngine:
         with torch.no_grad(), twice_differentiable():
             if self.uses_forward_ad(lambda: one(vectors[0])):
                 return vmap(one, chunk_size=chunk_size)(vectors)
-            _, pullback = vjp(grad(total), theta)
+            _, pullback = vjp(grad(total), theta)[:2]
             return vmap(lambda v: pullback(v)[0], chunk_size=chunk_size)(vectors)
 
     def hessian(
@@ -247,7 +248,7 @@ class GradientEngine:
 
 
 def _dot(a: Params, b: Params) -> Tensor:
-    return sum((a[n] * b[n]).sum() for n in a)
+    return tensor_sum((a[n] * b[n]).sum() for n in a)
 
 
 def flatten(tensors, start_dim: int = 0) -> Tensor:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.func import hessian, vmap
 
+from .._utils.tensors import tensor_sum
 from ._taps import Taps, structured_layer
 from .strategies import Block, CurvatureStrategy, FitContext, make_strategy
 
@@ -54,7 +55,9 @@ class GaussNewtonWoodbury(CurvatureStrategy):
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
         """One forward and k reverse passes per batch; keeps `U` and `(m λ I + U Uᵀ)`'s factor."""
         self.blocks = blocks
-        layers = [structured_layer(ctx.model, b.layers, b.param_names) for b in blocks]
+        found = [structured_layer(ctx.model, b.layers, b.param_names) for b in blocks]
+        layers = [s for s in found if s is not None]
+        assert len(layers) == len(found)  # chosen for Linear/Conv2d blocks only
         taps = Taps(ctx.model, layers)
         rows: list[list[Tensor]] = [[] for _ in blocks]
         seen = 0
@@ -87,7 +90,7 @@ class GaussNewtonWoodbury(CurvatureStrategy):
 
 def _gram(u: Tensor, cols: int = 2**20) -> Tensor:
     """`U Uᵀ` in float64, a slice of columns at a time."""
-    return sum(
+    return tensor_sum(
         u[:, lo : lo + cols].double() @ u[:, lo : lo + cols].double().T
         for lo in range(0, u.shape[1], cols)
     )
@@ -95,7 +98,7 @@ def _gram(u: Tensor, cols: int = 2**20) -> Tensor:
 
 def _matmul(u: Tensor, m: Tensor, cols: int = 2**20) -> Tensor:
     """`U M` in float64 for `M [P, n]`."""
-    return sum(
+    return tensor_sum(
         u[:, lo : lo + cols].double() @ m[lo : lo + cols] for lo in range(0, u.shape[1], cols)
     )
 
@@ -128,7 +131,10 @@ class ReferenceStrategy(CurvatureStrategy):
         if r.name == "exact":
             return True
         route = getattr(r, "_route", None)
-        return r.name == "auto" and r._slices is None and route[block][1] == "exact"
+        slices = getattr(r, "_slices", None)
+        if r.name != "auto" or slices is not None or route is None:
+            return False
+        return route[block][1] == "exact"
 
     def _n_directions(self, ctx: FitContext) -> int:
         inputs, labels = ctx.first_batch()
@@ -152,11 +158,12 @@ class ReferenceStrategy(CurvatureStrategy):
                     self.kinds.append("gauss-newton")
                     continue
             self.kinds.append("exact" if 8 * b.numel**2 <= REFERENCE_DENSE_BYTES else "cg")
-        self.parts = {}
+        self.parts: dict[str, tuple[CurvatureStrategy, list[int]]] = {}
         self.route = []
         for kind in dict.fromkeys(self.kinds):
             own = [i for i, k in enumerate(self.kinds) if k == kind]
             if kind == "reused":
+                assert self.reuse is not None  # "reused" is chosen only with a strategy to reuse
                 self.parts[kind] = (self.reuse, own)
                 continue
             part = (

@@ -201,6 +201,7 @@ def open_store(
     if li._store_key is None:
         li._store_key = run_fingerprint(li)
     parts, sizes = li._store_key
+    assert li.output_dir is not None  # a store is opened only with an output_dir
     root = Path(li.output_dir)
 
     def claim() -> None:
@@ -300,6 +301,7 @@ def _fit_or_restore(
     kind = store.manifest["kind"]
     path = store.path.parent / f"curvature-{kind}.pt"
     # The curvature depends on the run and the kind, not on the test inputs.
+    assert li._store_key is not None  # set when the store was opened
     fingerprint = digest((li._store_key[0], kind))
     exists = path.is_file() if shard is None else shard.broadcast(path.is_file())
     if exists:

@@ -61,7 +61,9 @@ class BlockGradients:
         with torch.no_grad():
             return vmap(grad(self.loss.single))(logits.detach(), labels)
 
-    def factors(self, inputs: tuple[Tensor, ...], labels: Tensor) -> dict[int, tuple]:
+    def factors(
+        self, inputs: tuple[Tensor, ...], labels: Tensor
+    ) -> dict[int, tuple[Tensor, Tensor]]:
         """`{block: (a [B, T, d_in], g [B, T, d_out])}` for the structured blocks."""
         if not self.taps.layers:
             return {}
@@ -80,11 +82,13 @@ class BlockGradients:
         n = len(labels)
         factors = self.factors(inputs, labels) if factors is None else factors
         for i, (a, g) in factors.items():
+            structure = self.structure[i]
+            assert structure is not None  # factors exist for structured blocks only
             step = self._rows(self.blocks[i].numel)
             for lo in range(0, n, step):
                 rows = slice(lo, min(n, lo + step))
                 per_example = torch.einsum("...to,...ti->...oi", g[rows], a[rows])
-                yield i, rows, self.structure[i].to_flat(per_example)
+                yield i, rows, structure.to_flat(per_example)
         yield from self.generic_chunks(inputs, labels)
 
     def generic_chunks(
@@ -129,6 +133,7 @@ class Queries:
         if self.rank is None:
             self.dense.append(rows)
             return
+        assert self.structure is not None  # a rank is kept for structured blocks only
         for m in self.structure.from_flat(rows):
             r = min(self.rank, *m.shape)
             u, s, v = _svd_lowrank(m, r) if r < min(m.shape) else _svd(m)
@@ -147,6 +152,7 @@ class Queries:
         if self.rank is None:
             q = self.dense[0]
             return q @ grads.to(q.dtype).T
+        assert self.structure is not None  # a rank is kept for structured blocks only
         return self.score_factors(None, None, self.structure.from_flat(grads))
 
     def score_factors(self, a: Tensor | None, g: Tensor | None, dense: Tensor | None = None):
@@ -154,6 +160,7 @@ class Queries:
         left, right = self.left[0], self.right[0]
         if dense is not None:
             return torch.einsum("mro,boi,mri->mb", left, dense.to(left.dtype), right)
+        assert a is not None and g is not None  # the factors, when no dense gradient is given
         ga = torch.einsum("bto,mro->mbtr", g.to(left.dtype), left)
         ar = torch.einsum("bti,mri->mbtr", a.to(left.dtype), right)
         return (ga * ar).sum((2, 3))

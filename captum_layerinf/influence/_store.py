@@ -54,7 +54,7 @@ class CorruptChunkError(ValueError):
     """A chunk file cannot be read back as written."""
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Writes `path` through a temporary file and a rename; nothing partial is left.
 
     A full disk (`ENOSPC`, `EDQUOT`) raises an `OSError` that names the file and the fix.
@@ -171,9 +171,7 @@ def _alive(pid: int) -> bool:
 
 
 def _checksum(array: np.ndarray) -> str:
-    return hashlib.blake2b(
-        memoryview(np.ascontiguousarray(array)).cast("B"), digest_size=16
-    ).hexdigest()
+    return hashlib.blake2b(np.ascontiguousarray(array).data.cast("B"), digest_size=16).hexdigest()
 
 
 class ScoreStore:

@@ -198,7 +198,9 @@ class Taps:
         grads = torch.autograd.grad(
             logits, outs, grad_outputs=cotangent, retain_graph=retain, allow_unused=True
         )
-        grads = [torch.zeros_like(y) if g is None else g for g, y in zip(grads, outs, strict=True)]
+        grads = tuple(
+            torch.zeros_like(y) if g is None else g for g, y in zip(grads, outs, strict=True)
+        )
         result, start = [], 0
         for s, m, calls in zip(self.layers, self.modules, self.calls, strict=True):
             part = grads[start : start + len(calls)]

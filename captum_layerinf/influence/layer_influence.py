@@ -7,7 +7,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import torch
 from captum.influence import DataInfluence
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._utils.data import as_dataloader, iter_batches
-from .._utils.losses import ExampleLoss
+from .._utils.losses import ExampleLoss, PerExampleLoss
 from .._utils.modules import (
     check_finite_weights,
     evaluation_state,
@@ -37,11 +37,14 @@ from .strategies import (
     Block,
     CurvatureStrategy,
     FitContext,
+    StrategySettings,
     make_strategy,
     shardable_strategies,
 )
 
 GLOBAL = "<global>"
+# Test inputs: a batch `(*inputs, labels)`, or a DataLoader yielding such batches.
+_Inputs = tuple[Tensor, ...] | DataLoader
 
 logger = logging.getLogger("captum_layerinf")
 
@@ -117,13 +120,13 @@ class LayerInfluence(DataInfluence):
         model: nn.Module,
         train_dataset: Dataset | DataLoader | tuple[Tensor, ...],
         layers: Sequence[str] | None = None,
-        loss_fn: nn.Module | Any | None = None,
-        hessian: str | Any = "auto",
+        loss_fn: nn.Module | PerExampleLoss | None = None,
+        hessian: str | StrategySettings = "auto",
         damping: float = 1e-2,
         batch_size: int = 64,
         output_dir: str | os.PathLike | None = None,
-        checkpoints: Sequence[Any] | None = None,
-        checkpoints_load_func: Any | None = None,
+        checkpoints: Sequence[Any] | str | os.PathLike | None = None,
+        checkpoints_load_func: Callable[[nn.Module, Any], Any] | None = None,
         learning_rates: Sequence[float] | None = None,
         query_rank: int | None = None,
         output_fn: Callable[[Any], Tensor] | None = None,
@@ -178,9 +181,17 @@ class LayerInfluence(DataInfluence):
 
     # ---------------------------------------------------------------- public API
 
-    def influence(  # type: ignore[override]
+    @overload
+    def influence(
+        self, inputs: _Inputs, k: None = None, proponents: bool = ..., show_progress: bool = ...
+    ) -> Tensor: ...
+    @overload
+    def influence(
+        self, inputs: _Inputs, k: int, proponents: bool = ..., show_progress: bool = ...
+    ) -> KMostInfluentialResults: ...
+    def influence(
         self,
-        inputs: tuple[Tensor, ...] | DataLoader,
+        inputs: _Inputs,
         k: int | None = None,
         proponents: bool = True,
         show_progress: bool = False,
@@ -200,9 +211,17 @@ class LayerInfluence(DataInfluence):
         """
         return self._run(inputs, "layers", k, proponents, False, show_progress)
 
+    @overload
+    def compound_influence(
+        self, inputs: _Inputs, k: None = None, proponents: bool = ..., show_progress: bool = ...
+    ) -> Tensor: ...
+    @overload
+    def compound_influence(
+        self, inputs: _Inputs, k: int, proponents: bool = ..., show_progress: bool = ...
+    ) -> KMostInfluentialResults: ...
     def compound_influence(
         self,
-        inputs: tuple[Tensor, ...] | DataLoader,
+        inputs: _Inputs,
         k: int | None = None,
         proponents: bool = True,
         show_progress: bool = False,
@@ -215,9 +234,17 @@ class LayerInfluence(DataInfluence):
         """
         return self._run(inputs, "layers", k, proponents, True, show_progress)
 
+    @overload
+    def global_influence(
+        self, inputs: _Inputs, k: None = None, proponents: bool = ..., show_progress: bool = ...
+    ) -> Tensor: ...
+    @overload
+    def global_influence(
+        self, inputs: _Inputs, k: int, proponents: bool = ..., show_progress: bool = ...
+    ) -> KMostInfluentialResults: ...
     def global_influence(
         self,
-        inputs: tuple[Tensor, ...] | DataLoader,
+        inputs: _Inputs,
         k: int | None = None,
         proponents: bool = True,
         show_progress: bool = False,

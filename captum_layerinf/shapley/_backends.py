@@ -136,7 +136,8 @@ def deep_ready_copy(model: nn.Module, example: Tensor) -> nn.Module:
     clean = copy.deepcopy(model)
     for module in clean.modules():
         if getattr(module, "inplace", False) is True:
-            module.inplace = False
+            # nn.Module types unknown attributes as Tensor | Module
+            setattr(module, "inplace", False)  # noqa: B010
     calls: dict[str, int] = {}
     handles = []
     try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Sequence, Sized
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +18,9 @@ from ..influence import LayerInfluence
 from . import _summary
 from ._backends import BACKENDS, REGISTRY, _DeepUnsupported, instance_values
 from .result import COMPOUND, BidirectionalResult
+
+if TYPE_CHECKING:
+    import shap
 
 # Above this many bytes of float64 scores [n_layers, n_test, n_train], the top-k are
 # collected while streaming over the training set (four passes) instead of from one
@@ -71,7 +74,7 @@ class BidirectionalExplainer:
         self,
         model: nn.Module,
         layer_influence: LayerInfluence,
-        shap_explainer: str | Any = "gradient",
+        shap_explainer: str | shap.Explainer = "gradient",
         background: Tensor | Dataset | DataLoader | tuple[Tensor, ...] | str | None = None,
         n_background: int = 50,
         nsamples: int = 200,
@@ -389,8 +392,10 @@ def _checked_masks(masks: Tensor | None, x: Tensor) -> Tensor | None:
 def _n_examples(loader: DataLoader) -> int:
     """Examples the loader yields per pass (counted by iterating when it has no length)."""
     if isinstance(loader.batch_sampler, BatchSampler):
-        with contextlib.suppress(TypeError):
-            return len(loader.batch_sampler.sampler)  # type: ignore[arg-type]
+        sampler = loader.batch_sampler.sampler
+        if isinstance(sampler, Sized):
+            with contextlib.suppress(TypeError):
+                return len(sampler)
     return sum(len(batch[-1]) for batch in loader)
 
 

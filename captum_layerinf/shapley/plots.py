@@ -190,7 +190,7 @@ def plot_bidirectional(
                 ax.set_ylabel(result.layer_names[rid], fontsize=8)
             if r == 0:
                 ax.set_title(f"top-{k} {block}\n ", loc="left", fontsize=8, weight="bold")
-        if train_shap:
+        if train_shap and result.train_shap_values is not None:
             below = axes[r + 1, col]
             below.set_visible(True)
             _show_map(below, picture, _map(result.train_shap_values[t]), vmax)

@@ -202,6 +202,9 @@ class VGGFeatures(GramFeatures):
         FileNotFoundError: A weights enum that is not cached, or a path that does not exist.
     """
 
+    mean: Tensor  # buffers [1, 3, 1, 1]: ImageNet normalisation
+    std: Tensor
+
     def __init__(
         self,
         arch: str = "vgg19",

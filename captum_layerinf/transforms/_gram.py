@@ -127,7 +127,7 @@ def synthesise(
         objective: The loss weights.
         steps: Step counts at which to return the image (0: the content itself).
         fg: Optional foreground `[1, 1, H, W]` (float 0/1): only it changes, and the losses
-            are taken over it, with the object pasted on `surround`.
+            are taken over it, with the object pasted on `surround` (when given).
         surround: `[1, 3, H, W]` shown around the object while optimising (the reference
             image itself, so the object's outline does not pull towards its background).
         show_progress: Show a tqdm bar.
@@ -143,7 +143,9 @@ def synthesise(
     def canvas(x: Tensor) -> Tensor:
         # the object pasted on the reference: receptive fields that cross the object's
         # outline see texture outside it, not the real background
-        return rgb(x) if keep is None else torch.where(keep, rgb(x), surround)
+        if keep is None or surround is None:
+            return rgb(x)
+        return torch.where(keep, rgb(x), surround)
 
     with torch.no_grad():
         content_maps = features(canvas(content))

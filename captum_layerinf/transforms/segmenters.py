@@ -92,8 +92,8 @@ class GrabCutSegmenter:
         if scale != 1.0:
             size = [max(2, round(height * scale)), max(2, round(width * scale))]
             work = TF.resize(work, size, antialias=True).clamp(0, 1)
-        array = (work * 255).round().to(torch.uint8).expand(3, -1, -1).permute(1, 2, 0)
-        array = np.ascontiguousarray(array.cpu().numpy()[..., ::-1])  # OpenCV wants BGR
+        pixels = (work * 255).round().to(torch.uint8).expand(3, -1, -1).permute(1, 2, 0)
+        array = np.ascontiguousarray(pixels.cpu().numpy()[..., ::-1])  # OpenCV wants BGR
         rect = self.rectangle(height, width)
         x, y, w, h = rect
         work_rect = (round(x * scale), round(y * scale), round(w * scale), round(h * scale))

@@ -118,7 +118,7 @@ def mosaic(size: int = 256, seed: int = 0, tiles: int | None = None) -> Tensor:
     subdiv.insert([(float(x), float(y)) for x, y in np.clip(centres, 0, size - 1e-3)])
     facets, _ = subdiv.getVoronoiFacetList([])
     canvas = np.zeros((size, size, 3), np.uint8)
-    polygons = [np.round(f * 16).astype(np.int32) for f in facets]
+    polygons = [np.round(np.asarray(f) * 16).astype(np.int32) for f in facets]
     for polygon, colour in zip(polygons, np.clip(colours, 0, 255), strict=False):
         cv2.fillPoly(canvas, [polygon], tuple(float(c) for c in colour), cv2.LINE_AA, shift=4)
     grout = max(1, int(round(2 * size / 256)))

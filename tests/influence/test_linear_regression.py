@@ -7,7 +7,7 @@ squared error, whose features come as two unpacked input tensors, has Hessian `2
 
     s(j, k) = g_kᵀ (2 XᵀX / n + λ I)⁻¹ g_j
 
-in our convention (DESIGN.md). Checked for a Dataset, a DataLoader and a tuple, for
+in our convention (docs/influence.md). Checked for a Dataset, a DataLoader and a tuple, for
 `exact`, `cg` and the default strategy.
 """
 

@@ -39,6 +39,7 @@ from .base import (
     Block,
     CurvatureStrategy,
     FitContext,
+    StrategySettings,
     available_strategies,
     make_strategy,
     register_strategy,
@@ -70,7 +71,7 @@ class AutoSettings:
     max_hvp_params: int = 256
     structured: str = "ekfac"
     generic: tuple[str, ...] = ("pcg", "cg")
-    sub_settings: tuple[Any, ...] = ()
+    sub_settings: tuple[StrategySettings, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_block_bytes, int) or self.max_block_bytes < 0:
@@ -109,6 +110,7 @@ class AutoStrategy(CurvatureStrategy):
     name = "auto"
     Settings = AutoSettings
     shardable = True  # Its parts (exact, ekfac, cg, pcg) are; checked again in `fit`.
+    _batch: tuple[tuple[Tensor, ...], Tensor] | None = None  # the curvature probe's batch
 
     def __init__(self, settings: AutoSettings, damping: float) -> None:
         super().__init__(settings, damping)
@@ -141,6 +143,7 @@ class AutoStrategy(CurvatureStrategy):
         if need <= self.settings.max_block_bytes:
             return "exact", f"dense block {block.numel:,} params ({mib:,.1f} MiB) <= {budget:g} MiB"
         if structured_layer(model, block.layers, block.param_names) is not None:
+            assert block.layers is not None  # a structured block is one named layer
             kind = type(model.get_submodule(block.layers[0])).__name__
             return (
                 self.settings.structured,
@@ -175,7 +178,8 @@ class AutoStrategy(CurvatureStrategy):
 
     def _make(self, name: str) -> CurvatureStrategy:
         cls = _REGISTRY[name]
-        given = next((s for s in self.settings.sub_settings if type(s) is cls.Settings), None)
+        sub_settings: tuple[StrategySettings, ...] = self.settings.sub_settings
+        given = next((s for s in sub_settings if type(s) is cls.Settings), None)
         strategy = make_strategy(given if given is not None else name, self.damping)
         if strategy.delegates_scoring:
             raise ValueError(

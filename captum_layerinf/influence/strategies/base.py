@@ -6,7 +6,7 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -171,12 +171,20 @@ class CurvatureStrategy(ABC):
         raise NotImplementedError(f"strategy {self.name!r} cannot restore a fitted state.")
 
 
+class StrategySettings(Protocol):
+    """An instance of a strategy's `Settings`, a frozen dataclass: `ExactSettings(...)`, ..."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+
 _REGISTRY: dict[str, type[CurvatureStrategy]] = {}
 
 
 def register_strategy(cls: type[CurvatureStrategy]) -> type[CurvatureStrategy]:
     """Class decorator that makes a strategy available by its `name`."""
-    if not (dataclasses.is_dataclass(cls.Settings) and cls.Settings.__dataclass_params__.frozen):
+    settings = cls.Settings
+    # typeshed does not declare __dataclass_params__
+    if not (dataclasses.is_dataclass(settings) and settings.__dataclass_params__.frozen):  # type: ignore[attr-defined]
         raise TypeError(f"{cls.__name__}.Settings must be a frozen dataclass.")
     _REGISTRY[cls.name] = cls
     return cls
@@ -192,7 +200,9 @@ def shardable_strategies() -> list[str]:
     return [name for name in available_strategies() if _REGISTRY[name].shardable]
 
 
-def make_strategy(hessian: str | Any, damping: float, **overrides: Any) -> CurvatureStrategy:
+def make_strategy(
+    hessian: str | StrategySettings, damping: float, **overrides: Any
+) -> CurvatureStrategy:
     """Instantiates a strategy from its name or from an instance of its Settings.
 
     Args:
@@ -207,13 +217,13 @@ def make_strategy(hessian: str | Any, damping: float, **overrides: Any) -> Curva
             )
         cls, settings = _REGISTRY[hessian], None
     else:
-        cls = next((c for c in _REGISTRY.values() if type(hessian) is c.Settings), None)
-        if cls is None:
+        found = next((c for c in _REGISTRY.values() if type(hessian) is c.Settings), None)
+        if found is None:
             raise TypeError(
                 f"hessian must be a strategy name {available_strategies()} or a strategy's "
                 f"Settings instance; got {type(hessian).__name__}."
             )
-        settings = hessian
+        cls, settings = found, hessian
     fields = {f.name for f in dataclasses.fields(cls.Settings)}
     unknown = sorted(set(overrides) - fields)
     if unknown:

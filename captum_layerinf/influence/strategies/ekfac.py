@@ -90,8 +90,9 @@ class _Covariance:
     def __init__(self, dim: int, max_dense_dim: int, device: torch.device, groups: int) -> None:
         self.dim = dim
         dense = groups > 1 or dim <= max_dense_dim
-        self.dense = torch.zeros(groups, dim, dim, dtype=torch.float64, device=device)
-        self.dense = self.dense if dense else None
+        self.dense = (
+            torch.zeros(groups, dim, dim, dtype=torch.float64, device=device) if dense else None
+        )
         self.rows: list[Tensor] = []
         self.n_rows = 0
 
@@ -310,9 +311,9 @@ class EKFACStrategy(CurvatureStrategy):
             yield rows, [g[rows] for g in grads] if len(rows) < n else grads
         rest = keep.clone()
         rest[:, shared] = False
-        ex, j = rest.nonzero(as_tuple=True)
+        ex, col = rest.nonzero(as_tuple=True)
         for lo in range(0, len(ex), n):
-            rows, dirs = ex[lo : lo + n], j[lo : lo + n]
+            rows, dirs = ex[lo : lo + n], col[lo : lo + n]
             sub = taps.forward(tuple(x[rows] for x in inputs))
             yield rows, taps.output_grads(sub, cot[rows, dirs], retain=False)
 
@@ -398,7 +399,7 @@ class EKFACStrategy(CurvatureStrategy):
             return torch.einsum("bgo,bgi->goi", g[:, :, 0] ** 2, a[rows, :, 0] ** 2).double()
         per = g.shape[1] * g.shape[3] * a.shape[3] * g.element_size()
         step = max(1, self.settings.chunk_bytes // per)
-        total = 0
+        total = torch.zeros((), dtype=torch.float64, device=g.device)
         for lo in range(0, len(g), step):
             m = torch.einsum("bgto,bgti->bgoi", g[lo : lo + step], a[rows[lo : lo + step]])
             if not first:

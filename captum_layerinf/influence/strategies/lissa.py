@@ -153,11 +153,11 @@ class LiSSAStrategy(CurvatureStrategy):
             total += h / scale
         x = total / self.settings.repeats
         x_half = half / self.settings.repeats
-        r = op(x) - v
-        residual = r.norm(dim=1) / v.norm(dim=1).clamp_min(1e-300)
+        res = op(x) - v
+        residual = res.norm(dim=1) / v.norm(dim=1).clamp_min(1e-300)
         score = (v * x).sum(1)
-        # vᵀ(x - x*) = x*ᵀ r exactly (H symmetric); x stands in for x*.
-        score_error = (x * r).sum(1).abs() / score.abs().clamp_min(1e-300)
+        # vᵀ(x - x*) = x*ᵀ res exactly (H symmetric); x stands in for x*.
+        score_error = (x * res).sum(1).abs() / score.abs().clamp_min(1e-300)
         depth_change = (score - (v * x_half).sum(1)).abs() / score.abs().clamp_min(1e-300)
         self.residuals[block] = residual
         self.score_errors[block], self.depth_changes[block] = score_error, depth_change

@@ -110,10 +110,10 @@ class TracInSettings:
             )
         if self.learning_rates is not None:
             object.__setattr__(self, "learning_rates", tuple(float(x) for x in self.learning_rates))
-            if len(self.learning_rates) != len(self.checkpoints):
+            if len(self.learning_rates) != len(checkpoints):
                 raise ValueError(
                     f"got {len(self.learning_rates)} learning_rates for "
-                    f"{len(self.checkpoints)} checkpoints; give one per checkpoint."
+                    f"{len(checkpoints)} checkpoints; give one per checkpoint."
                 )
         if self.projection_dim is not None and self.projection_dim < 1:
             raise ValueError(f"projection_dim must be a positive int; got {self.projection_dim}.")
@@ -184,6 +184,7 @@ class TracInStrategy(CurvatureStrategy):
                     chunks.append(out)
                 scores = rate * torch.cat(chunks, dim=-1)
                 total = scores if total is None else total + scores
+        assert total is not None  # the settings refuse an empty list of checkpoints
         return total
 
     def self_scores(self, ctx: FitContext, loader: DataLoader) -> Tensor:
@@ -202,4 +203,5 @@ class TracInStrategy(CurvatureStrategy):
                     parts.append(out)
                 scores = rate * torch.cat(parts, dim=1)
                 total = scores if total is None else total + scores
+        assert total is not None  # the settings refuse an empty list of checkpoints
         return total
