@@ -19,6 +19,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check captum_layerinf tests benchmarks scripts tutorials
 	$(BIN)/ruff format --check captum_layerinf tests benchmarks scripts tutorials
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format captum_layerinf tests benchmarks scripts tutorials
@@ -51,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/store_resume.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info docs/_build
+	rm -rf $(VENV) .pytest_cache .ruff_cache .grimp_cache .import_linter_cache *.egg-info docs/_build
