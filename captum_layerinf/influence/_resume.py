@@ -366,6 +366,20 @@ def _fit_or_restore(
     return strategy, ctx
 
 
+def _keep(
+    computed: Iterator[tuple[int, Tensor, float]], stored: StoredRun | None, rank: int
+) -> dict[int, Tensor]:
+    """Writes computed chunks to the store as they come; without one, returns them by index."""
+    local: dict[int, Tensor] = {}
+    run = uuid.uuid4().hex
+    for i, chunk, seconds in computed:
+        if stored is None:
+            local[i] = chunk
+        else:
+            stored.scores.write(i, chunk, run=run, rank=rank, seconds=seconds)
+    return local
+
+
 def score_chunks(
     test_loader: DataLoader,
     fit: FitFn,
@@ -403,13 +417,8 @@ def score_chunks(
         else:
             strategy, ctx = _fit_or_restore(fit, stored, shard, device)
         wanted = [i for i in missing if shard is None or shard.owns(i)]
-        run = uuid.uuid4().hex
-        rank = 0 if shard is None else shard.rank
-        for i, chunk, seconds in _computed(strategy, ctx, test_loader, wanted, query_rank):
-            if stored is None:
-                local[i] = chunk
-            else:
-                stored.scores.write(i, chunk, run=run, rank=rank, seconds=seconds)
+        computed = _computed(strategy, ctx, test_loader, wanted, query_rank)
+        local = _keep(computed, stored, 0 if shard is None else shard.rank)
     if stored is not None:
         if shard is not None:
             shard.barrier()
