@@ -149,11 +149,7 @@ class CurvatureStrategy(ABC):
         return cls.inverse_hvp is not CurvatureStrategy.inverse_hvp
 
     def scores(
-        self,
-        ctx: FitContext,
-        test_loader: DataLoader,
-        train: TrainPasses,
-        query_rank: int | None = None,
+        self, ctx: FitContext, test: DataLoader, train: TrainPasses, query_rank: int | None = None
     ) -> Iterator[Tensor]:
         """Scores `Tensor [n_blocks, n_test, B]` (float64), one per training batch of `train`.
 
@@ -162,7 +158,7 @@ class CurvatureStrategy(ABC):
 
         Args:
             ctx: The context the strategy was fitted with.
-            test_loader: Test batches `(*inputs, labels)`.
+            test: Test batches `(*inputs, labels)`.
             train: Passes over the training batches to score (see `TrainPasses`).
             query_rank: Keep each preconditioned test gradient of a Linear/Conv2d block
                 as a rank-`query_rank` SVD (see `LayerInfluence`); None keeps it exact.
@@ -170,7 +166,7 @@ class CurvatureStrategy(ABC):
         return preconditioned_scores(
             self.block_gradients(ctx),
             self.inverse_hvp,
-            ctx.checked(test_loader, "inputs", "test gradients"),
+            ctx.checked(test, "inputs", "test gradients"),
             train("influence"),
             query_rank,
         )

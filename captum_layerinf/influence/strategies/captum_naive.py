@@ -71,11 +71,7 @@ class CaptumStrategy(CurvatureStrategy):
         )
 
     def scores(
-        self,
-        ctx: FitContext,
-        test_loader: DataLoader,
-        train: TrainPasses,
-        query_rank: int | None = None,
+        self, ctx: FitContext, test: DataLoader, train: TrainPasses, query_rank: int | None = None
     ) -> Iterator[Tensor]:
         """Captum's influence per block, times n, `Tensor [n_blocks, n_test, B]` per batch.
 
@@ -87,7 +83,7 @@ class CaptumStrategy(CurvatureStrategy):
         with torch.random.fork_rng(devices=[]):
             tests = [
                 [c.compute_intermediate_quantities((*x, y), test=True) for c in self._captum]
-                for x, y in ctx.checked(test_loader, "inputs", "Captum influence")
+                for x, y in ctx.checked(test, "inputs", "Captum influence")
             ]
             for x, y in train("influence"):
                 keys = [c.compute_intermediate_quantities((*x, y)) for c in self._captum]

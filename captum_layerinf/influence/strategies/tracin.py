@@ -159,11 +159,7 @@ class TracInStrategy(CurvatureStrategy):
         return BlockGradients(ctx.model, ctx.loss, engine, self.blocks, self.settings.chunk_bytes)
 
     def scores(
-        self,
-        ctx: FitContext,
-        test_loader: DataLoader,
-        train: TrainPasses,
-        query_rank: int | None = None,
+        self, ctx: FitContext, test: DataLoader, train: TrainPasses, query_rank: int | None = None
     ) -> Iterator[Tensor]:
         """TracIn scores `Tensor [n_blocks, n_test, B]` (float64) per training batch.
 
@@ -173,7 +169,7 @@ class TracInStrategy(CurvatureStrategy):
         with restored_weights(ctx.model):
             for c, (rate, engine) in enumerate(self._checkpoints(ctx)):
                 source = self._source(ctx, engine)
-                queries = self._queries(ctx, source, test_loader)
+                queries = self._queries(ctx, source, test)
                 passed = train(f"TracIn checkpoint {c + 1}")
                 scores = [rate * self._batch_scores(source, queries, x, y) for x, y in passed]
                 total = [a + b for a, b in zip(total, scores, strict=True)] if c else scores
