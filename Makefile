@@ -20,6 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check captum_layerinf tests benchmarks scripts tutorials
 	$(BIN)/ruff format --check captum_layerinf tests benchmarks scripts tutorials
 	$(BIN)/python -m mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format captum_layerinf tests benchmarks scripts tutorials
@@ -52,4 +53,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/store_resume.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info docs/_build
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .grimp_cache .import_linter_cache *.egg-info docs/_build

@@ -1,5 +1,6 @@
 """captum-layerinf: layer-wise influence functions for Captum."""
 
+from ._version import __version__
 from .influence import (
     AutoSettings,
     CGSettings,
@@ -12,8 +13,6 @@ from .influence import (
     TracInSettings,
     available_strategies,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AutoSettings",

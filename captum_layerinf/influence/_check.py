@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,8 +31,35 @@ from torch.utils.data import DataLoader
 
 from .._utils.data import as_dataloader, iter_batches
 from .._utils.stats import pearson, spearman
-from ._gradients import GradientEngine
 from ._reference import ReferenceStrategy
+from .strategies import CurvatureStrategy, FitContext, make_strategy
+
+Fitted = tuple[CurvatureStrategy, FitContext]
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    """The influence computation a check measures, as explicit values and callables.
+
+    Attributes:
+        train_loader: The training batches.
+        n_train: Number of training examples.
+        batch_size: Batch size of the sampled examples.
+        layer_names: The layers, one row of the report each.
+        damping: λ, also the reference's.
+        query_rank: The test side's rank (see `CurvatureStrategy.scores`).
+        fitted: `fitted()`: the strategy fitted on the whole training set, and its context.
+        fit_on: `fit_on(loader, n)`: a fresh strategy fitted on `n` training examples.
+    """
+
+    train_loader: DataLoader
+    n_train: int
+    batch_size: int
+    layer_names: list[str]
+    damping: float
+    query_rank: int | None
+    fitted: Callable[[], Fitted]
+    fit_on: Callable[[DataLoader, int], Fitted]
 
 
 @dataclass(frozen=True)
@@ -94,68 +122,47 @@ def sample_rows(loader: DataLoader, n: int, gen: torch.Generator, what: str):
 
 
 def check_fidelity(
-    li,
+    run: CheckedRun,
     inputs,
     n_test: int,
     n_train: int,
     reference: str,
     seed: int,
     warn_below: float,
-    show_progress: bool,
     n_curvature: int | None,
 ) -> FidelityReport:
-    """Implements `LayerInfluence.check` (see there)."""
-    from .strategies import CurvatureStrategy, FitContext, make_strategy
-
+    """Implements `LayerInfluence.check` (see there) on the computation `run` describes."""
     start = time.perf_counter()
     if n_curvature is not None and (not isinstance(n_curvature, int) or n_curvature < 1):
         raise ValueError(f"n_curvature must be a positive int or None; got {n_curvature!r}.")
     gen = torch.Generator().manual_seed(seed)
     test, test_idx = sample_rows(
-        as_dataloader(inputs, li.batch_size, "inputs"), n_test, gen, "inputs"
+        as_dataloader(inputs, run.batch_size, "inputs"), n_test, gen, "inputs"
     )
-    train, train_idx = sample_rows(li.train_dataloader, n_train, gen, "train_dataset")
-    test_loader = as_dataloader(test, li.batch_size, "inputs")
-    n_total = li._n_train()
-    blocks = li._blocks("layers")
-    probe = make_strategy(li.hessian, li.damping, **li._strategy_args)
-    if n_curvature is None or n_curvature >= n_total or probe.delegates_scoring:
+    train, train_idx = sample_rows(run.train_loader, n_train, gen, "train_dataset")
+    test_loader = as_dataloader(test, run.batch_size, "inputs")
+    if n_curvature is None or n_curvature >= run.n_train:
         # The whole training set: the strategy as fitted for the calls it checks.
-        strategy, ctx = li._fit("layers", show_progress)
-        curvature_idx = torch.arange(n_total)
+        strategy, ctx = run.fitted()
+        curvature_idx = torch.arange(run.n_train)
     else:
-        subset, curvature_idx = sample_rows(li.train_dataloader, n_curvature, gen, "train_dataset")
-        sub_loader = as_dataloader(subset, li.batch_size, "train_dataset")
-        ctx = FitContext(
-            model=li.model,
-            loss=li.loss,
-            engine=GradientEngine(li.model, li.loss),
-            train_loader=sub_loader,
-            n_train=len(curvature_idx),
-            damping=li.damping,
-            device=li.device,
-            show_progress=show_progress or li.show_progress,
-            example_shapes=li._example_shapes,
-        )
-        strategy = probe
-        strategy.fit(ctx, blocks)
+        subset, curvature_idx = sample_rows(run.train_loader, n_curvature, gen, "train_dataset")
+        sub_loader = as_dataloader(subset, run.batch_size, "train_dataset")
+        strategy, ctx = run.fit_on(sub_loader, len(curvature_idx))
     ref: CurvatureStrategy
     if reference == "auto":
-        ref = ReferenceStrategy(li.damping, reuse=strategy)
+        ref = ReferenceStrategy(run.damping, reuse=strategy)
     else:
-        ref = make_strategy(reference, li.damping)
+        ref = make_strategy(reference, run.damping)
     ref.fit(ctx, strategy.blocks)
+    x, y = tuple(t.to(ctx.device) for t in train[:-1]), train[-1].to(ctx.device)
     results = []
     for s in (strategy, ref):
-        if s.delegates_scoring:
-            scores = s.scores(ctx, test_loader)[..., train_idx.to(ctx.device)]
-        else:
-            x, y = tuple(t.to(ctx.device) for t in train[:-1]), train[-1].to(ctx.device)
-            scores = torch.cat(list(li._score_batches(s, ctx, test_loader, [(x, y)])), dim=-1)
-        results.append(scores.double().cpu())
+        chunks = s.scores(ctx, test_loader, lambda desc: [(x, y)], run.query_rank)
+        results.append(torch.cat(list(chunks), dim=-1).double().cpu())
     ours, theirs = results
     report = FidelityReport(
-        layers=list(li.layer_names),
+        layers=list(run.layer_names),
         strategy=strategy.name,
         reference=ref.name,
         pearson=torch.tensor(

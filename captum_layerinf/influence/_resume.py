@@ -2,6 +2,8 @@
 
 `LayerInfluence` uses this path when it has an `output_dir` or runs under
 torch.distributed. A chunk is the scores of one training batch, `[n_blocks, n_test, B]`.
+Everything here receives explicit values (`RunSpec`, the store, the shard) and a `fit`
+callable; it holds no state of its own.
 """
 
 from __future__ import annotations
@@ -11,17 +13,21 @@ import itertools
 import platform
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .._utils.data import split_batch
-from ._distributed import Shard, current_shard
+from .._utils.losses import ExampleLoss
+from .._version import __version__
+from ._blocks import Scope
+from ._distributed import Shard
 from ._fingerprint import (
     UnidentifiableError,
     differing,
@@ -44,10 +50,7 @@ from ._store import (
     remove_stale_temporaries,
     write_json,
 )
-from .strategies import CurvatureStrategy, FitContext, make_strategy
-
-if TYPE_CHECKING:
-    from .layer_influence import LayerInfluence
+from .strategies import CurvatureStrategy, FitContext
 
 COMPONENTS = {
     "format": "the store's format (written by another version of captum-layerinf)",
@@ -64,25 +67,71 @@ COMPONENTS = {
 }
 FINGERPRINT = "fingerprint.json"
 
+FitFn = Callable[[dict[str, Any] | None], tuple[CurvatureStrategy, FitContext]]
+"""`fit(state)`: the fitted strategy and its context; restored from `state` (a strategy's
+`export()`) when one is given, else fitted."""
 
-def run_fingerprint(li: LayerInfluence) -> tuple[dict[str, str], list[int]]:
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What determines a run's scores: hashed into its fingerprint, written next to them.
+
+    Attributes:
+        model: The model.
+        train_loader: The training batches.
+        layer_names: The selected layers.
+        strategy: An unfitted instance of the strategy (its name and settings).
+        damping: λ.
+        loss: The per-example loss.
+        output_fn: The model-output selector, or None.
+        query_rank: The test side's rank, or None.
+        batch_size: The batch size Datasets are iterated with.
+    """
+
+    model: nn.Module
+    train_loader: DataLoader
+    layer_names: list[str]
+    strategy: CurvatureStrategy
+    damping: float
+    loss: ExampleLoss
+    output_fn: Callable[[Any], Tensor] | None
+    query_rank: int | None
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A run's score set on disk for one scope and set of test inputs, and its curvature file.
+
+    Attributes:
+        scores: The score store.
+        curvature: Path of the fitted curvature of this run and scope (any test inputs).
+        curvature_fingerprint: Identity of that curvature: the run's and the scope's.
+    """
+
+    scores: ScoreStore
+    curvature: Path
+    curvature_fingerprint: str
+
+
+def run_fingerprint(run: RunSpec) -> tuple[dict[str, str], list[int]]:
     """Hashes of what determines the scores, by component, and the training batch sizes."""
-    data, sizes = loader_digest(li.train_dataloader, "train_dataset")
-    strategy = make_strategy(li.hessian, li.damping, **li._strategy_args)
+    data, sizes = loader_digest(run.train_loader, "train_dataset")
+    strategy = run.strategy
     parts = {
         "format": digest(FORMAT),
-        "model": digest(dict(li.model.state_dict())),
-        "model_code": _identity(lambda: digest(module_code(li.model)), "the model"),
+        "model": digest(dict(run.model.state_dict())),
+        "model_code": _identity(lambda: digest(module_code(run.model)), "the model"),
         "train_data": data,
         "batches": digest(sizes),
-        "layers": digest(list(li.layer_names)),
+        "layers": digest(list(run.layer_names)),
         "strategy": _identity(
             lambda: settings_digest(strategy.name, strategy.settings), "the strategy settings"
         ),
-        "damping": digest(li.damping),
-        "loss": _identity(lambda: digest(li.loss.fn), "loss_fn"),
-        "output_fn": _identity(lambda: digest(li.output_fn), "output_fn"),
-        "query_rank": digest((li.query_rank, QUERY_SEED)),
+        "damping": digest(run.damping),
+        "loss": _identity(lambda: digest(run.loss.fn), "loss_fn"),
+        "output_fn": _identity(lambda: digest(run.output_fn), "output_fn"),
+        "query_rank": digest((run.query_rank, QUERY_SEED)),
     }
     return parts, sizes
 
@@ -113,38 +162,31 @@ def _jsonable(value: Any) -> Any:
     return qualname(value)
 
 
-def run_arguments(li: LayerInfluence, sizes: list[int], world: int) -> dict[str, Any]:
+def run_arguments(run: RunSpec, sizes: list[int], world: int) -> dict[str, Any]:
     """The run's arguments as JSON-ready values (written next to the scores)."""
-    strategy = make_strategy(li.hessian, li.damping, **li._strategy_args)
-    settings = strategy.settings
+    settings = run.strategy.settings
     return {
-        "model": qualname(li.model),
-        "n_parameters": sum(p.numel() for p in li.model.parameters()),
-        "layers": list(li.layer_names),
-        "hessian": strategy.name,
+        "model": qualname(run.model),
+        "n_parameters": sum(p.numel() for p in run.model.parameters()),
+        "layers": list(run.layer_names),
+        "hessian": run.strategy.name,
         "settings": {
             f.name: _jsonable(getattr(settings, f.name)) for f in dataclasses.fields(settings)
         },
-        "damping": li.damping,
-        "batch_size": li.batch_size,
-        "query_rank": li.query_rank,
-        "loss": qualname(li.loss.fn),
+        "damping": run.damping,
+        "batch_size": run.batch_size,
+        "query_rank": run.query_rank,
+        "loss": qualname(run.loss.fn),
         "n_train": sum(sizes),
         "train_batches": len(sizes),
         "world_size": world,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {
-            "captum_layerinf": _version(),
+            "captum_layerinf": __version__,
             "torch": torch.__version__,
             "python": platform.python_version(),
         },
     }
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 def _check_root(root: Path, parts: dict[str, str]) -> None:
@@ -193,39 +235,54 @@ def _claim_root(root: Path, parts: dict[str, str], arguments: dict[str, Any]) ->
 
 
 def open_store(
-    li: LayerInfluence, which: str, test_loader: DataLoader, shard: Shard | None
-) -> ScoreStore:
-    """Opens (or creates) the score set of this run and these test inputs."""
-    from .layer_influence import GLOBAL
+    root: Path,
+    run: RunSpec,
+    key: tuple[dict[str, str], list[int]],
+    scope: Scope,
+    test_loader: DataLoader,
+    shard: Shard | None,
+) -> StoredRun:
+    """Opens (or creates) the score set of this run, scope and test inputs under `root`.
 
-    if li._store_key is None:
-        li._store_key = run_fingerprint(li)
-    parts, sizes = li._store_key
-    assert li.output_dir is not None  # a store is opened only with an output_dir
-    root = Path(li.output_dir)
+    Args:
+        root: The run's directory (`output_dir`).
+        run: What determines the scores.
+        key: `run_fingerprint(run)` (computed once by the caller: it reads the data).
+        scope: Layer-wise or global scores.
+        test_loader: The test inputs.
+        shard: This process's share under torch.distributed, or None.
+    """
+    parts, sizes = key
+    root = Path(root)
 
     def claim() -> None:
         if not root.is_dir():
             root.mkdir(parents=True, exist_ok=True)
-        _claim_root(root, parts, run_arguments(li, sizes, shard.world if shard else 1))
+        _claim_root(root, parts, run_arguments(run, sizes, shard.world if shard else 1))
 
     _on_lead(shard, claim)
     if shard is not None:
         _check_root(root, parts)
     test_key, test_sizes = loader_digest(test_loader, "inputs")
-    kind = "global" if which == GLOBAL else "layers"
+    is_global = Scope(scope) is Scope.GLOBAL
+    kind = "global" if is_global else "layers"
     starts = [0, *itertools.accumulate(sizes)]
     manifest = {
         "kind": kind,
-        "layers": [GLOBAL] if which == GLOBAL else list(li.layer_names),
-        "shape": [1 if which == GLOBAL else len(li.layer_names), sum(test_sizes), sum(sizes)],
+        "layers": [Scope.GLOBAL.value] if is_global else list(run.layer_names),
+        "shape": [1 if is_global else len(run.layer_names), sum(test_sizes), sum(sizes)],
         "bounds": [[a, b] for a, b in itertools.pairwise(starts)],
         "test_data": test_key,
         "fingerprint": digest((parts, test_key, kind)),
     }
     path = root / f"{kind}-{test_key[:16]}"
     _on_lead(shard, lambda: ScoreStore.create(path, manifest))
-    return ScoreStore.create(path, manifest, clean=False)
+    # The curvature depends on the run and the kind, not on the test inputs.
+    return StoredRun(
+        scores=ScoreStore.create(path, manifest, clean=False),
+        curvature=root / f"curvature-{kind}.pt",
+        curvature_fingerprint=digest((parts, kind)),
+    )
 
 
 def _on_lead(shard: Shard | None, action: Any) -> None:
@@ -264,24 +321,17 @@ def _select(ctx: FitContext, wanted: list[int]) -> Iterator[tuple[tuple[Tensor, 
 
 
 def _computed(
-    li: LayerInfluence,
     strategy: CurvatureStrategy,
     ctx: FitContext,
     test_loader: DataLoader,
     wanted: list[int],
-    bounds: list[tuple[int, int]],
+    query_rank: int | None,
 ) -> Iterator[tuple[int, Tensor, float]]:
     """`(index, chunk, seconds)` for each wanted training batch."""
     if not wanted:
         return
     start = time.perf_counter()
-    if strategy.delegates_scoring:
-        scores = strategy.scores(ctx, test_loader).double()
-        seconds = (time.perf_counter() - start) / len(wanted)
-        for i in wanted:
-            yield i, scores[..., bounds[i][0] : bounds[i][1]], seconds
-        return
-    scored = li._score_batches(strategy, ctx, test_loader, _select(ctx, wanted))
+    scored = strategy.scores(ctx, test_loader, lambda desc: _select(ctx, wanted), query_rank)
     for i, chunk in zip(wanted, scored, strict=True):
         now = time.perf_counter()
         yield i, chunk, now - start
@@ -289,25 +339,15 @@ def _computed(
 
 
 def _fit_or_restore(
-    li: LayerInfluence,
-    which: str,
-    store: ScoreStore | None,
-    shard: Shard | None,
-    show_progress: bool,
+    fit: FitFn, stored: StoredRun, shard: Shard | None, device: torch.device
 ) -> tuple[CurvatureStrategy, FitContext]:
-    """Fits the curvature, or restores it from the store's curvature file of this run."""
-    if store is None or which in li._fitted:
-        return li._fit(which, show_progress)
-    kind = store.manifest["kind"]
-    path = store.path.parent / f"curvature-{kind}.pt"
-    # The curvature depends on the run and the kind, not on the test inputs.
-    assert li._store_key is not None  # set when the store was opened
-    fingerprint = digest((li._store_key[0], kind))
+    """Fits the curvature, or restores it from the stored run's curvature file."""
+    path, fingerprint = stored.curvature, stored.curvature_fingerprint
     exists = path.is_file() if shard is None else shard.broadcast(path.is_file())
     if exists:
         fix = "Delete it and rerun: the curvature is refitted."
         try:
-            saved = torch.load(path, map_location=li.device, weights_only=True)
+            saved = torch.load(path, map_location=device, weights_only=True)
         except Exception as e:
             raise CorruptChunkError(
                 f"the curvature file {path} is unreadable ({type(e).__name__}). {fix}"
@@ -317,8 +357,8 @@ def _fit_or_restore(
                 f"the curvature file {path} was not fitted for this run (its fingerprint "
                 "differs or is missing); it is never adopted. " + fix
             )
-        return li._fit(which, show_progress, state=saved["state"])
-    strategy, ctx = li._fit(which, show_progress)
+        return fit(saved["state"])
+    strategy, ctx = fit(None)
     state = strategy.export()
     if state is not None and (shard is None or shard.rank == 0):
         record = {"fingerprint": fingerprint, "state": state}
@@ -326,43 +366,66 @@ def _fit_or_restore(
     return strategy, ctx
 
 
+def _keep(
+    computed: Iterator[tuple[int, Tensor, float]], stored: StoredRun | None, rank: int
+) -> dict[int, Tensor]:
+    """Writes computed chunks to the store as they come; without one, returns them by index."""
+    local: dict[int, Tensor] = {}
+    run = uuid.uuid4().hex
+    for i, chunk, seconds in computed:
+        if stored is None:
+            local[i] = chunk
+        else:
+            stored.scores.write(i, chunk, run=run, rank=rank, seconds=seconds)
+    return local
+
+
 def score_chunks(
-    li: LayerInfluence, which: str, test_loader: DataLoader, show_progress: bool
+    test_loader: DataLoader,
+    fit: FitFn,
+    *,
+    fitted: bool,
+    stored: StoredRun | None,
+    sizes: list[int],
+    shard: Shard | None,
+    query_rank: int | None,
+    device: torch.device,
 ) -> Iterator[Tensor]:
     """Score chunks `[n_blocks, n_test, B]` in training order, from disk where finished.
 
     Missing chunks are computed (by their owning rank under torch.distributed) and
     written; with everything on disk nothing is fitted and the chunks are only read.
+
+    Args:
+        test_loader: The test inputs.
+        fit: Fits (or restores) the curvature; called only if chunks are missing.
+        fitted: Whether `fit` returns an already fitted curvature (then no curvature
+            file is read or written).
+        stored: The score set on disk, or None (scores gathered over the ranks).
+        sizes: The training batch sizes.
+        shard: This process's share under torch.distributed, or None.
+        query_rank: See `CurvatureStrategy.scores`.
+        device: Where the chunks are returned (and a curvature file is loaded).
     """
-    shard = current_shard(li.device)
-    store = None
-    if li.output_dir is not None:
-        store = open_store(li, which, test_loader, shard)
-        bounds, missing = store.bounds, store.missing()
-    else:
-        sizes = [len(batch[-1]) for batch in li.train_dataloader]
-        starts = [0, *itertools.accumulate(sizes)]
-        bounds, missing = list(itertools.pairwise(starts)), list(range(len(sizes)))
+    missing = list(range(len(sizes))) if stored is None else stored.scores.missing()
     if shard is not None:
         missing = shard.broadcast(missing)
     local: dict[int, Tensor] = {}
     if missing:
-        strategy, ctx = _fit_or_restore(li, which, store, shard, show_progress)
+        if stored is None or fitted:
+            strategy, ctx = fit(None)
+        else:
+            strategy, ctx = _fit_or_restore(fit, stored, shard, device)
         wanted = [i for i in missing if shard is None or shard.owns(i)]
-        run = uuid.uuid4().hex
-        rank = 0 if shard is None else shard.rank
-        for i, chunk, seconds in _computed(li, strategy, ctx, test_loader, wanted, bounds):
-            if store is None:
-                local[i] = chunk
-            else:
-                store.write(i, chunk, run=run, rank=rank, seconds=seconds)
-    if store is not None:
+        computed = _computed(strategy, ctx, test_loader, wanted, query_rank)
+        local = _keep(computed, stored, 0 if shard is None else shard.rank)
+    if stored is not None:
         if shard is not None:
             shard.barrier()
-        for chunk in store.chunks():
-            yield chunk.to(li.device)
+        for chunk in stored.scores.chunks():
+            yield chunk.to(device)
         return
     if shard is not None:
         local = shard.gather(local)
-    for i in range(len(bounds)):
-        yield local[i].to(li.device)
+    for i in range(len(sizes)):
+        yield local[i].to(device)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.func import grad, vmap
 
 from .._utils.losses import ExampleLoss
+from ._blocks import Block
 from ._gradients import GradientEngine
 from ._taps import StructuredLayer, Taps, structured_layer
 
@@ -23,6 +24,9 @@ GRAD_CHUNK_BYTES = 256 * 2**20
 # query_rank's randomized SVD draws from its own generator with this seed: scores do not
 # depend on, nor change, the caller's global RNG, and a resumed run gets the same factors.
 QUERY_SEED = 0
+
+InverseHVP = Callable[[int, Tensor], Tensor]
+"""`(block, vectors [m, P]) -> (H_b + λ I)^{-1} v` per row, float64."""
 
 
 class BlockGradients:
@@ -32,7 +36,7 @@ class BlockGradients:
         model: The model (eval mode).
         loss: Per-example loss.
         engine: The gradient engine for blocks without Linear/Conv2d structure.
-        blocks: The blocks (objects with `layers`, `param_names` and `numel`).
+        blocks: The blocks whose gradients are formed.
         chunk_bytes: Largest per-example gradient chunk to form at once.
     """
 
@@ -41,7 +45,7 @@ class BlockGradients:
         model: nn.Module,
         loss: ExampleLoss,
         engine: GradientEngine,
-        blocks: list,
+        blocks: list[Block],
         chunk_bytes: int = GRAD_CHUNK_BYTES,
     ) -> None:
         self.loss = loss
@@ -217,7 +221,7 @@ def _factor_scores(query: Queries, a: Tensor, g: Tensor, source: BlockGradients)
 def precondition(
     source: BlockGradients,
     batches: Iterable,
-    inverse_hvp: Callable[[int, Tensor], Tensor],
+    inverse_hvp: InverseHVP,
     rank: int | None,
 ) -> list[Queries]:
     """Preconditioned test gradients of every block."""
@@ -228,3 +232,33 @@ def precondition(
     for q in queries:
         q.finish()
     return queries
+
+
+def preconditioned_scores(
+    source: BlockGradients,
+    inverse_hvp: InverseHVP,
+    test_batches: Iterable,
+    train_batches: Iterable,
+    rank: int | None,
+) -> Iterator[Tensor]:
+    """Scores `Tensor [n_blocks, n_test, B]` (float64) per training batch.
+
+    The test side is preconditioned at the call; the training batches are scored as the
+    returned iterator is consumed.
+    """
+    queries = precondition(source, test_batches, inverse_hvp, rank)
+    return (score_batch(source, queries, x, y) for x, y in train_batches)
+
+
+def preconditioned_self_scores(
+    source: BlockGradients, inverse_hvp: InverseHVP, batches: Iterable
+) -> Tensor:
+    """Self-influence `gᵀ (H_b + λ I)^{-1} g` of each example, `Tensor [n_blocks, n]` (float64)."""
+    out = []
+    for x, y in batches:
+        scores = torch.zeros(len(source.blocks), len(y), dtype=torch.float64, device=y.device)
+        for i, rows, g in source.chunks(x, y):
+            q = inverse_hvp(i, g)
+            scores[i, rows] = (q * g.to(q.dtype)).sum(-1)
+        out.append(scores)
+    return torch.cat(out, dim=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -20,21 +20,20 @@ from .._utils.losses import ExampleLoss, PerExampleLoss
 from .._utils.modules import (
     check_finite_weights,
     evaluation_state,
-    layer_parameter_names,
     model_device,
     output_transform,
     resolve_layers,
     warn_low_precision,
 )
-from ._check import FidelityReport, check_fidelity
+from ._blocks import Block, Scope, scope_blocks
+from ._check import CheckedRun, FidelityReport, check_fidelity
 from ._collect import ScoreCollector
-from ._distributed import current_shard
+from ._distributed import Shard, current_shard
 from ._gradients import GradientEngine
-from ._resume import score_chunks
-from ._scoring import BlockGradients, precondition, score_batch
+from ._resume import RunSpec, open_store, run_fingerprint, score_chunks
+from ._scoring import BlockGradients
 from .strategies import (
     AutoStrategy,
-    Block,
     CurvatureStrategy,
     FitContext,
     StrategySettings,
@@ -42,7 +41,6 @@ from .strategies import (
     shardable_strategies,
 )
 
-GLOBAL = "<global>"
 # Test inputs: a batch `(*inputs, labels)`, or a DataLoader yielding such batches.
 _Inputs = tuple[Tensor, ...] | DataLoader
 
@@ -149,7 +147,7 @@ class LayerInfluence(DataInfluence):
         self.batch_size = batch_size
         self.hessian = hessian
         self.show_progress = bool(show_progress)
-        self._announced: set[str] = set()
+        self._announced: set[Scope] = set()
         if query_rank is not None and (not isinstance(query_rank, int) or query_rank < 1):
             raise ValueError(f"query_rank must be a positive int or None; got {query_rank!r}.")
         self.query_rank = query_rank
@@ -177,7 +175,7 @@ class LayerInfluence(DataInfluence):
             inputs, _ = next(iter_batches(self.train_dataloader, self.device, "train_dataset"))
             self.layer_names = resolve_layers(model, layers, inputs)
         self._example_shapes = [tuple(x.shape[1:]) for x in inputs]
-        self._fitted: dict[str, tuple[CurvatureStrategy, FitContext]] = {}
+        self._fitted: dict[Scope, tuple[CurvatureStrategy, FitContext]] = {}
 
     # ---------------------------------------------------------------- public API
 
@@ -209,7 +207,7 @@ class LayerInfluence(DataInfluence):
             whose `indices` and `influence_scores` are `[n_layers, n_test, k]`, sorted
             best first.
         """
-        return self._run(inputs, "layers", k, proponents, False, show_progress)
+        return self._run(inputs, Scope.LAYERS, k, proponents, False, show_progress)
 
     @overload
     def compound_influence(
@@ -232,7 +230,7 @@ class LayerInfluence(DataInfluence):
             `Tensor [n_test, n_train]`, or with `k` a `KMostInfluentialResults` with fields
             `[n_test, k]`. Never holds the per-layer scores of all training examples.
         """
-        return self._run(inputs, "layers", k, proponents, True, show_progress)
+        return self._run(inputs, Scope.LAYERS, k, proponents, True, show_progress)
 
     @overload
     def global_influence(
@@ -255,7 +253,7 @@ class LayerInfluence(DataInfluence):
             `Tensor [n_test, n_train]`, or with `k` a `KMostInfluentialResults` with fields
             `[n_test, k]`.
         """
-        return self._run(inputs, GLOBAL, k, proponents, True, show_progress)
+        return self._run(inputs, Scope.GLOBAL, k, proponents, True, show_progress)
 
     def self_influence(
         self,
@@ -277,20 +275,8 @@ class LayerInfluence(DataInfluence):
             else as_dataloader(inputs, self.batch_size, "inputs")
         )
         with evaluation_state(self.model), output_transform(self.model, self.output_fn):
-            strategy, ctx = self._fit("layers", show_progress)
-            if strategy.delegates_scoring:
-                return strategy.self_scores(ctx, loader).to(self._dtype)
-            source = self._source(strategy, ctx)
-            out = []
-            for x, y in ctx.checked(loader, "inputs", "self-influence"):
-                scores = torch.zeros(
-                    len(strategy.blocks), len(y), dtype=torch.float64, device=y.device
-                )
-                for i, rows, g in source.chunks(x, y):
-                    q = strategy.inverse_hvp(i, g)
-                    scores[i, rows] = (q * g.to(q.dtype)).sum(-1)
-                out.append(scores)
-            return torch.cat(out, dim=1).to(self._dtype)
+            strategy, ctx = self._fit(Scope.LAYERS, show_progress)
+            return strategy.self_scores(ctx, loader).to(self._dtype)
 
     def check(
         self,
@@ -337,17 +323,19 @@ class LayerInfluence(DataInfluence):
             >>> report = LayerInfluence(model, train, hessian="ekfac").check((x, y))
             >>> report.pearson            # Tensor [n_layers]
         """
+        run = CheckedRun(
+            train_loader=self.train_dataloader,
+            n_train=self._n_train(),
+            batch_size=self.batch_size,
+            layer_names=list(self.layer_names),
+            damping=self.damping,
+            query_rank=self.query_rank,
+            fitted=lambda: self._fit(Scope.LAYERS, show_progress),
+            fit_on=lambda loader, n: self._fit_on(loader, n, show_progress),
+        )
         with evaluation_state(self.model), output_transform(self.model, self.output_fn):
             return check_fidelity(
-                self,
-                inputs,
-                n_test,
-                n_train,
-                reference,
-                seed,
-                warn_below,
-                show_progress,
-                n_curvature,
+                run, inputs, n_test, n_train, reference, seed, warn_below, n_curvature
             )
 
     @property
@@ -364,11 +352,11 @@ class LayerInfluence(DataInfluence):
             >>> LayerInfluence(model, train).strategies["features.0"]
             ('exact', 'dense block 168 params (0.2 MiB) fits 128 MiB')
         """
-        strategy = make_strategy(self.hessian, self.damping, **self._strategy_args)
+        strategy = self._new_strategy()
         out = {}
-        for which in ("layers", GLOBAL):
-            blocks = self._blocks(which)
-            fitted = self._fitted.get(which, (None,))[0]
+        for scope in Scope:
+            blocks = self._blocks(scope)
+            fitted = self._fitted.get(scope, (None,))[0]
             if isinstance(fitted, AutoStrategy):
                 plan = [fitted.choices[b.name] for b in blocks]
             elif isinstance(strategy, AutoStrategy):
@@ -384,33 +372,43 @@ class LayerInfluence(DataInfluence):
     def _dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def _blocks(self, which: str) -> list[Block]:
-        params = dict(self.model.named_parameters())
-        if which == GLOBAL:
-            names = [n for n, p in params.items() if p.requires_grad] or list(params)
-            return [Block(GLOBAL, None, tuple(names), sum(params[n].numel() for n in names))]
-        blocks = []
-        for layer in self.layer_names:
-            own = layer_parameter_names(self.model, layer)
-            names = [n for n in own if params[n].requires_grad] or own
-            blocks.append(
-                Block(layer, (layer,), tuple(names), sum(params[n].numel() for n in names))
-            )
-        return blocks
+    def _new_strategy(self) -> CurvatureStrategy:
+        return make_strategy(self.hessian, self.damping, **self._strategy_args)
+
+    def _blocks(self, scope: Scope | str) -> list[Block]:
+        return scope_blocks(self.model, Scope(scope), self.layer_names)
 
     def _n_train(self) -> int:
         return sum(len(y) for *_, y in self.train_dataloader)
 
+    def _context(
+        self, loader: DataLoader, n_train: int, show_progress: bool, shard: Shard | None = None
+    ) -> FitContext:
+        """The context a strategy is fitted with, on the training batches of `loader`."""
+        return FitContext(
+            model=self.model,
+            loss=self.loss,
+            engine=GradientEngine(self.model, self.loss),
+            train_loader=loader,
+            n_train=n_train,
+            damping=self.damping,
+            device=self.device,
+            show_progress=show_progress or self.show_progress,
+            shard=shard,
+            example_shapes=self._example_shapes,
+        )
+
     def _fit(
-        self, which: str, show_progress: bool, state: dict | None = None
+        self, which: Scope | str, show_progress: bool, state: dict | None = None
     ) -> tuple[CurvatureStrategy, FitContext]:
-        """The strategy of `which` ("layers" or GLOBAL) and its context, fitted once.
+        """The strategy of `which` (a `Scope`) and its context, fitted once.
 
         With `state` (a strategy's `export()`), the fit is restored instead of computed.
         """
-        if which not in self._fitted:
+        scope = Scope(which)
+        if scope not in self._fitted:
             check_finite_weights(self.model)
-            strategy = make_strategy(self.hessian, self.damping, **self._strategy_args)
+            strategy = self._new_strategy()
             shard = current_shard(self.device)
             if shard is not None and not strategy.shardable:
                 raise ValueError(
@@ -418,87 +416,97 @@ class LayerInfluence(DataInfluence):
                     "written as sums over the training set); run it in one process, without "
                     f"torchrun, or use one of {shardable_strategies()}."
                 )
-            ctx = FitContext(
-                model=self.model,
-                loss=self.loss,
-                engine=GradientEngine(self.model, self.loss),
-                train_loader=self.train_dataloader,
-                n_train=self._n_train(),
-                damping=self.damping,
-                device=self.device,
-                show_progress=show_progress or self.show_progress,
-                shard=shard,
-                example_shapes=self._example_shapes,
-            )
+            ctx = self._context(self.train_dataloader, self._n_train(), show_progress, shard)
             if isinstance(strategy, AutoStrategy):
-                other = self._fitted.get("layers" if which == GLOBAL else GLOBAL)
+                other = self._fitted.get(Scope.LAYERS if scope is Scope.GLOBAL else Scope.GLOBAL)
                 if other is not None and isinstance(other[0], AutoStrategy):
                     strategy.reuse = other[0]  # Same data and damping: shared blocks reused.
             if state is None:
-                strategy.fit(ctx, self._blocks(which))
+                strategy.fit(ctx, self._blocks(scope))
             else:
-                strategy.restore(ctx, self._blocks(which), state)
+                strategy.restore(ctx, self._blocks(scope), state)
             if isinstance(strategy, AutoStrategy):
-                self._announce(which, [strategy.choices[b.name] for b in self._blocks(which)])
-            self._fitted[which] = (strategy, ctx)
-        strategy, ctx = self._fitted[which]
+                self._announce(scope, [strategy.choices[b.name] for b in self._blocks(scope)])
+            self._fitted[scope] = (strategy, ctx)
+        strategy, ctx = self._fitted[scope]
         ctx.show_progress = show_progress or self.show_progress
         return strategy, ctx
 
-    def _announce(self, which: str, plan: list[tuple[str, str]]) -> None:
-        """Logs which strategies "auto" chose, once per kind; warns if any is approximate."""
-        if which in self._announced:
+    def _fit_on(
+        self, loader: DataLoader, n_train: int, show_progress: bool
+    ) -> tuple[CurvatureStrategy, FitContext]:
+        """A fresh layer-wise strategy fitted on the training examples of `loader` only."""
+        ctx = self._context(loader, n_train, show_progress)
+        strategy = self._new_strategy()
+        strategy.fit(ctx, self._blocks(Scope.LAYERS))
+        return strategy, ctx
+
+    def _announce(self, scope: Scope, plan: list[tuple[str, str]]) -> None:
+        """Logs which strategies "auto" chose, once per scope; warns if any is approximate."""
+        if scope in self._announced:
             return
-        self._announced.add(which)
+        self._announced.add(scope)
         names = [name for name, _ in plan]
         counts = ", ".join(f"{n} x{names.count(n)}" for n in dict.fromkeys(names))
-        what = "global influence" if which == GLOBAL else f"{len(plan)} layers"
+        what = "global influence" if scope is Scope.GLOBAL else f"{len(plan)} layers"
         line = f"hessian='auto' for {what}: {counts} (see LayerInfluence.strategies)."
-        if which == GLOBAL and names[0] != "exact":
+        if scope is Scope.GLOBAL and names[0] != "exact":
             line += f" {plan[0][1]}."
         logger.info(line)
         if any(n != "exact" for n in names):
             warnings.warn(line, stacklevel=4)
 
     def _source(self, strategy: CurvatureStrategy, ctx: FitContext) -> BlockGradients:
-        return BlockGradients(self.model, self.loss, ctx.engine, strategy.blocks)
+        return strategy.block_gradients(ctx)
 
-    def _score_batches(
-        self,
-        strategy: CurvatureStrategy,
-        ctx: FitContext,
-        test_loader: DataLoader,
-        train_batches: Iterable[tuple[tuple[Tensor, ...], Tensor]],
-    ) -> Iterator[Tensor]:
-        """Scores `Tensor [n_blocks, n_test, B]` (float64) per training batch.
-
-        The test side is preconditioned at the call (on every rank alike), the training
-        batches are scored as the iterator is consumed.
-        """
-        source = self._source(strategy, ctx)
-        queries = precondition(
-            source,
-            ctx.checked(test_loader, "inputs", "test gradients"),
-            strategy.inverse_hvp,
-            self.query_rank,
+    def _run_spec(self) -> RunSpec:
+        return RunSpec(
+            model=self.model,
+            train_loader=self.train_dataloader,
+            layer_names=list(self.layer_names),
+            strategy=self._new_strategy(),
+            damping=self.damping,
+            loss=self.loss,
+            output_fn=self.output_fn,
+            query_rank=self.query_rank,
+            batch_size=self.batch_size,
         )
-        return (score_batch(source, queries, x, y) for x, y in train_batches)
 
-    def _chunks(self, which: str, test_loader: DataLoader, show_progress: bool) -> Iterator[Tensor]:
+    def _run_key(self) -> tuple[dict[str, str], list[int]]:
+        """The run's fingerprint and training batch sizes, computed once (reads the data)."""
+        if self._store_key is None:
+            self._store_key = run_fingerprint(self._run_spec())
+        return self._store_key
+
+    def _chunks(
+        self, scope: Scope, test_loader: DataLoader, show_progress: bool
+    ) -> Iterator[Tensor]:
         """Score chunks `[n_blocks, n_test, B]` in training order."""
-        if self.output_dir is not None or current_shard(self.device) is not None:
-            yield from score_chunks(self, which, test_loader, show_progress)
-            return
-        strategy, ctx = self._fit(which, show_progress)
-        if strategy.delegates_scoring:
-            yield strategy.scores(ctx, test_loader)
+        shard = current_shard(self.device)
+        if self.output_dir is None and shard is None:
+            strategy, ctx = self._fit(scope, show_progress)
+            return strategy.scores(ctx, test_loader, ctx.batches, self.query_rank)
+        if self.output_dir is None:
+            stored, sizes = None, [len(batch[-1]) for batch in self.train_dataloader]
         else:
-            yield from self._score_batches(strategy, ctx, test_loader, ctx.batches("influence"))
+            key = self._run_key()
+            stored = open_store(self.output_dir, self._run_spec(), key, scope, test_loader, shard)
+            sizes = key[1]
+        return score_chunks(
+            test_loader,
+            lambda state: self._fit(scope, show_progress, state=state),
+            fitted=scope in self._fitted,
+            stored=stored,
+            sizes=sizes,
+            shard=shard,
+            query_rank=self.query_rank,
+            device=self.device,
+        )
 
     def _run(
         self,
         inputs: tuple[Tensor, ...] | DataLoader,
-        which: str,
+        scope: Scope,
         k: int | None,
         proponents: bool,
         reduce_blocks: bool,
@@ -509,7 +517,7 @@ class LayerInfluence(DataInfluence):
         test_loader = as_dataloader(inputs, self.batch_size, "inputs")
         collector = ScoreCollector(k, proponents)
         with evaluation_state(self.model), output_transform(self.model, self.output_fn):
-            for chunk in self._chunks(which, test_loader, show_progress):
+            for chunk in self._chunks(scope, test_loader, show_progress):
                 collector.add(chunk.sum(0) if reduce_blocks else chunk)
         result = collector.result()
         if isinstance(result, Tensor):

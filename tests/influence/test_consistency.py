@@ -29,6 +29,35 @@ def test_exact_equals_captum_naive_influence_per_layer(relu_problem, fitted):
     assert rel_err(captum.self_influence(), fitted[0].self_influence()) <= 1e-6
 
 
+def test_captum_strategy_equals_captums_own_influence(relu_problem, tmp_path):
+    """hessian="captum" scores training batches with Captum's embeddings: the same numbers
+    as Captum's `NaiveInfluenceFunction.influence` over its training set, times n."""
+    from captum.influence import NaiveInfluenceFunction
+
+    model, train, test = relu_problem
+    x, y = train.tensors[0][:40], train.tensors[1][:40]
+    layer = next(n for n, m in model.named_modules() if list(m.parameters(recurse=False)))
+    li = LayerInfluence(model, (x, y), layers=[layer], hessian="captum", batch_size=16)
+    ours = li.influence(test.tensors)[0]
+    torch.save(model.state_dict(), tmp_path / "checkpoint.pt")
+    loader = DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    numel = sum(p.numel() for p in model.get_submodule(layer).parameters())
+    with torch.random.fork_rng(devices=[]):
+        captum = NaiveInfluenceFunction(
+            model,
+            loader,
+            str(tmp_path / "checkpoint.pt"),
+            layers=[layer],
+            loss_fn=li.loss.fn,
+            batch_size=16,
+            projection_dim=numel,
+            hessian_reg=li.damping * len(y),
+            hessian_inverse_tol=1e-12,
+        )
+        theirs = captum.influence(test.tensors) * len(y)
+    assert torch.equal(ours, theirs)
+
+
 def test_layer_sum_equals_compound(fitted):
     li, scores, test = fitted
     compound = li.compound_influence(test.tensors)

@@ -70,6 +70,13 @@ def test_strategy_keeps_the_contract(name, relu_problem):
     self_scores = li.self_influence()
     assert self_scores.shape == (n_layers, n_train) and torch.isfinite(self_scores).all()
 
+    # `check` fits the strategy and the reference on the same curvature subset.
+    report = li.check((x, y), n_test=3, n_train=12, n_curvature=16, warn_below=-1.0)
+    assert len(report.curvature_indices) == 16 and report.pearson.shape == (n_layers,)
+    assert torch.isfinite(report.pearson).all() and torch.isfinite(report.scale).all()
+    if name in EXACT_FAMILY:
+        assert (report.pearson > 1 - 1e-6).all(), report.pearson
+
     if name in EXACT_FAMILY and name != "exact":
         exact = LayerInfluence(model, train, hessian="exact", damping=damping, batch_size=16)
         reference = exact.influence((x, y))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from captum_layerinf import EKFACSettings, LayerInfluence
-from captum_layerinf.influence import ScoreStore, _distributed, _resume, layer_influence
+from captum_layerinf.influence import ScoreStore, _distributed, layer_influence
 
 from .._threads import one_torch_thread
 from . import _worker
@@ -70,8 +70,7 @@ def test_strategies_that_cannot_be_sharded_are_refused(monkeypatch, kw, match):
     model, train, test = _worker.load_problem_from(_worker.make_problem(12, 2))
     if kw.get("checkpoints"):
         kw = {**kw, "checkpoints": [model.state_dict()]}
-    for module in (layer_influence, _resume):
-        monkeypatch.setattr(module, "current_shard", lambda device: _FakeShard(0, 2))
+    monkeypatch.setattr(layer_influence, "current_shard", lambda device: _FakeShard(0, 2))
     li = LayerInfluence(model, train, batch_size=4, **kw)
     with pytest.raises(ValueError, match=match), warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -14,7 +14,7 @@ import torchvision
 from torch import nn
 
 from captum_layerinf import LayerInfluence, available_strategies
-from captum_layerinf.influence.layer_influence import GLOBAL
+from captum_layerinf.influence._blocks import Scope
 
 N_CLASSES, N_TRAIN, N_TEST = 3, 6, 2
 ARCHS = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "vgg11_bn", "shufflenet_v2_x0_5"]
@@ -46,7 +46,7 @@ def build(arch: str):
 def test_default_methods_on_three_layers(arch):
     model, train, test, layers = build(arch)
     li = LayerInfluence(model, train, layers=layers, batch_size=N_TRAIN)
-    assert set(li.strategies) == {*layers, GLOBAL}
+    assert set(li.strategies) == {*layers, Scope.GLOBAL}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scores = li.influence(test)
@@ -95,7 +95,7 @@ def test_full_default_call(arch):
     n = len(li.layer_names)
     assert scores.shape == (n, N_TEST, N_TRAIN) and torch.isfinite(scores).all()
     assert glob.shape == (N_TEST, N_TRAIN) and torch.isfinite(glob).all()
-    assert li.strategies[GLOBAL][0] == "block-diagonal"
+    assert li.strategies[Scope.GLOBAL][0] == "block-diagonal"
     # Block-diagonal over every trainable module: the sum of the layers' scores.
     assert torch.allclose(
         glob, scores.sum(0).to(glob.dtype), rtol=1e-4, atol=1e-4 * float(glob.abs().max())

@@ -120,7 +120,7 @@ class AutoStrategy(CurvatureStrategy):
                     f"AutoSettings({field}={name!r}) is not a registered strategy; "
                     f"available: {available_strategies()}."
                 )
-            if _REGISTRY[name].delegates_scoring:
+            if not _REGISTRY[name].has_inverse_hvp():
                 raise ValueError(
                     f"AutoSettings({field}={name!r}) computes whole scores itself; auto "
                     "needs an inverse-Hessian strategy (e.g. 'ekfac', 'cg')."
@@ -181,7 +181,7 @@ class AutoStrategy(CurvatureStrategy):
         sub_settings: tuple[StrategySettings, ...] = self.settings.sub_settings
         given = next((s for s in sub_settings if type(s) is cls.Settings), None)
         strategy = make_strategy(given if given is not None else name, self.damping)
-        if strategy.delegates_scoring:
+        if not strategy.has_inverse_hvp():
             raise ValueError(
                 f"hessian='auto' cannot use {name!r} (it computes whole scores itself); "
                 "choose an inverse-Hessian strategy in AutoSettings."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -15,27 +15,18 @@ from tqdm.auto import tqdm
 
 from ..._utils.data import iter_batches
 from ..._utils.losses import ExampleLoss
+from .._blocks import Block
 from .._gradients import GradientEngine
+from .._scoring import BlockGradients, preconditioned_scores, preconditioned_self_scores
 
 if TYPE_CHECKING:
     from .._distributed import Shard
 
-
-@dataclass(frozen=True)
-class Block:
-    """A set of parameters that shares one Hessian block.
-
-    Attributes:
-        name: Layer name (dotted, "" for a model that is one layer) or "<global>".
-        layers: Module names the block covers (None: the whole model).
-        param_names: Names as in `model.named_parameters()`.
-        numel: Number of scalar parameters, P.
-    """
-
-    name: str
-    layers: tuple[str, ...] | None
-    param_names: tuple[str, ...]
-    numel: int
+Batch = tuple[tuple[Tensor, ...], Tensor]
+"""A batch `(inputs, labels)` on the model's device."""
+TrainPasses = Callable[[str], Iterable[Batch]]
+"""`passes(desc)`: a fresh pass over the training batches to score (`desc` labels its
+progress bar). A strategy may make several passes (one per checkpoint, for TracIn)."""
 
 
 @dataclass
@@ -126,14 +117,15 @@ class CurvatureStrategy(ABC):
     """Approximates `(H_b + damping I)^{-1}` for each block `b`, H_b of the MEAN training loss.
 
     Subclasses set `name` and `Settings` (a frozen dataclass whose fields all have
-    defaults) and register themselves with `@register_strategy`. A strategy that cannot be
-    written as an inverse-Hessian product (it computes whole scores itself) sets
-    `delegates_scoring = True` and implements `scores` and `self_scores` instead.
+    defaults), implement `fit` and `inverse_hvp`, and register themselves with
+    `@register_strategy`. Scores are computed by `scores` and `self_scores`, whose
+    defaults are built from `inverse_hvp`; a strategy that is not an inverse-Hessian
+    product (it computes whole scores itself, like "tracin" and "captum") overrides
+    those two instead of `inverse_hvp`.
     """
 
     name: ClassVar[str]
     Settings: ClassVar[type]
-    delegates_scoring: ClassVar[bool] = False
     shardable: ClassVar[bool] = False
     """Whether `fit` is correct under torch.distributed with a sharded `FitContext`
     (sums over the training set all-reduced); others raise an error there."""
@@ -145,19 +137,48 @@ class CurvatureStrategy(ABC):
 
     @abstractmethod
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
-        """Builds whatever `inverse_hvp` needs for every block."""
+        """Builds whatever `inverse_hvp` (or `scores`) needs for every block."""
 
     def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
         """Returns `(H_b + damping I)^{-1} v` for each row v of `vectors [m, P]`, in float64."""
         raise NotImplementedError(f"strategy {self.name!r} does not provide inverse_hvp.")
 
-    def scores(self, ctx: FitContext, test_loader: DataLoader) -> Tensor:
-        """Scores `Tensor [n_blocks, n_test, n_train]` (delegating strategies only)."""
-        raise NotImplementedError(f"strategy {self.name!r} does not compute scores itself.")
+    @classmethod
+    def has_inverse_hvp(cls) -> bool:
+        """Whether the strategy provides `inverse_hvp` (those that compute whole scores do not)."""
+        return cls.inverse_hvp is not CurvatureStrategy.inverse_hvp
+
+    def scores(
+        self, ctx: FitContext, test: DataLoader, train: TrainPasses, query_rank: int | None = None
+    ) -> Iterator[Tensor]:
+        """Scores `Tensor [n_blocks, n_test, B]` (float64), one per training batch of `train`.
+
+        The default preconditions the test gradients with `inverse_hvp` (at the call),
+        then scores each training batch as the iterator is consumed, in one pass.
+
+        Args:
+            ctx: The context the strategy was fitted with.
+            test: Test batches `(*inputs, labels)`.
+            train: Passes over the training batches to score (see `TrainPasses`).
+            query_rank: Keep each preconditioned test gradient of a Linear/Conv2d block
+                as a rank-`query_rank` SVD (see `LayerInfluence`); None keeps it exact.
+        """
+        return preconditioned_scores(
+            self.block_gradients(ctx),
+            self.inverse_hvp,
+            ctx.checked(test, "inputs", "test gradients"),
+            train("influence"),
+            query_rank,
+        )
 
     def self_scores(self, ctx: FitContext, loader: DataLoader) -> Tensor:
-        """Self-influence `Tensor [n_blocks, n]` (delegating strategies only)."""
-        raise NotImplementedError(f"strategy {self.name!r} does not compute scores itself.")
+        """Self-influence `Tensor [n_blocks, n]` (float64) of the examples of `loader`."""
+        batches = ctx.checked(loader, "inputs", "self-influence")
+        return preconditioned_self_scores(self.block_gradients(ctx), self.inverse_hvp, batches)
+
+    def block_gradients(self, ctx: FitContext) -> BlockGradients:
+        """Per-example loss gradients of the fitted blocks, in memory-bounded chunks."""
+        return BlockGradients(ctx.model, ctx.loss, ctx.engine, self.blocks)
 
     def export(self) -> dict[str, Any] | None:
         """The fitted state as tensors and plain values, or None (cannot be restored).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +20,7 @@ from captum.influence import NaiveInfluenceFunction
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from .base import Block, CurvatureStrategy, FitContext, register_strategy
+from .base import Block, CurvatureStrategy, FitContext, TrainPasses, register_strategy
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,6 @@ class CaptumStrategy(CurvatureStrategy):
 
     name = "captum"
     Settings = CaptumSettings
-    delegates_scoring = True
 
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
         """Builds one Captum instance per block (Captum computes its Hessian here)."""
@@ -70,15 +70,27 @@ class CaptumStrategy(CurvatureStrategy):
             show_progress=ctx.show_progress,
         )
 
-    def scores(self, ctx: FitContext, test_loader: DataLoader) -> Tensor:
-        """Captum's influence per block, times n, `Tensor [n_blocks, n_test, n_train]`."""
-        per_batch = []
-        for inputs, labels in ctx.checked(test_loader, "inputs", "Captum influence"):
-            # Captum iterates DataLoaders of its own, which draw from the global RNG.
-            with torch.random.fork_rng(devices=[]):
-                scores = torch.stack([c.influence((*inputs, labels)) for c in self._captum])
-            per_batch.append(scores * self.n_train)
-        return torch.cat(per_batch, dim=1)
+    def scores(
+        self, ctx: FitContext, test: DataLoader, train: TrainPasses, query_rank: int | None = None
+    ) -> Iterator[Tensor]:
+        """Captum's influence per block, times n, `Tensor [n_blocks, n_test, B]` per batch.
+
+        As Captum's `influence` computes it: the dot products of Captum's embeddings
+        (`compute_intermediate_quantities`) of test and training examples, here of the
+        training batches of `train`. `query_rank` does not apply.
+        """
+        # Captum iterates DataLoaders of its own, which draw from the global RNG.
+        with torch.random.fork_rng(devices=[]):
+            tests = [
+                [c.compute_intermediate_quantities((*x, y), test=True) for c in self._captum]
+                for x, y in ctx.checked(test, "inputs", "Captum influence")
+            ]
+            for x, y in train("influence"):
+                keys = [c.compute_intermediate_quantities((*x, y)) for c in self._captum]
+                scores = torch.stack(
+                    [torch.cat([t[b] @ k.T for t in tests]) for b, k in enumerate(keys)]
+                )
+                yield (scores * self.n_train).double()
 
     def self_scores(self, ctx: FitContext, loader: DataLoader) -> Tensor:
         """Captum's self-influence per block, times n, `Tensor [n_blocks, n]`."""

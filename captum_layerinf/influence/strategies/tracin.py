@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from .._gradients import GradientEngine
 from .._scoring import GRAD_CHUNK_BYTES, BlockGradients
-from .base import Block, CurvatureStrategy, FitContext, register_strategy
+from .base import Block, CurvatureStrategy, FitContext, TrainPasses, register_strategy
 
 
 def load_checkpoint(model: nn.Module, checkpoint: Any) -> None:
@@ -125,7 +125,6 @@ class TracInStrategy(CurvatureStrategy):
 
     name = "tracin"
     Settings = TracInSettings
-    delegates_scoring = True
 
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
         """Draws the projection matrices (nothing else is fitted)."""
@@ -159,33 +158,43 @@ class TracInStrategy(CurvatureStrategy):
     def _source(self, ctx: FitContext, engine: GradientEngine) -> BlockGradients:
         return BlockGradients(ctx.model, ctx.loss, engine, self.blocks, self.settings.chunk_bytes)
 
-    def scores(self, ctx: FitContext, test_loader: DataLoader) -> Tensor:
-        """TracIn scores `Tensor [n_blocks, n_test, n_train]`."""
-        total = None
+    def scores(
+        self, ctx: FitContext, test: DataLoader, train: TrainPasses, query_rank: int | None = None
+    ) -> Iterator[Tensor]:
+        """TracIn scores `Tensor [n_blocks, n_test, B]` (float64) per training batch.
+
+        One pass over the training batches per checkpoint; `query_rank` does not apply.
+        """
+        total: list[Tensor] = []
         with restored_weights(ctx.model):
             for c, (rate, engine) in enumerate(self._checkpoints(ctx)):
                 source = self._source(ctx, engine)
-                test: list[list[Tensor]] = [[] for _ in self.blocks]
-                for x, y in ctx.checked(test_loader, "inputs", "test"):
-                    for i, _, g in self._projected(source, x, y):
-                        test[i].append(g)
-                queries = [torch.cat(t) for t in test]
-                chunks = []
-                for x, y in ctx.batches(f"TracIn checkpoint {c + 1}"):
-                    out = torch.zeros(
-                        len(self.blocks),
-                        len(queries[0]),
-                        len(y),
-                        dtype=torch.float64,
-                        device=y.device,
-                    )
-                    for i, rows, g in self._projected(source, x, y):
-                        out[i, :, rows] = queries[i] @ g.T
-                    chunks.append(out)
-                scores = rate * torch.cat(chunks, dim=-1)
-                total = scores if total is None else total + scores
-        assert total is not None  # the settings refuse an empty list of checkpoints
-        return total
+                queries = self._queries(ctx, source, test)
+                passed = train(f"TracIn checkpoint {c + 1}")
+                scores = [rate * self._batch_scores(source, queries, x, y) for x, y in passed]
+                total = [a + b for a, b in zip(total, scores, strict=True)] if c else scores
+        yield from total
+
+    def _queries(
+        self, ctx: FitContext, source: BlockGradients, test_loader: DataLoader
+    ) -> list[Tensor]:
+        """Per block, the (projected) test gradients `[n_test, d]` at the loaded checkpoint."""
+        test: list[list[Tensor]] = [[] for _ in self.blocks]
+        for x, y in ctx.checked(test_loader, "inputs", "test"):
+            for i, _, g in self._projected(source, x, y):
+                test[i].append(g)
+        return [torch.cat(t) for t in test]
+
+    def _batch_scores(
+        self, source: BlockGradients, queries: list[Tensor], x: tuple[Tensor, ...], y: Tensor
+    ) -> Tensor:
+        """Gradient dot products `[n_blocks, n_test, B]` of one training batch."""
+        out = torch.zeros(
+            len(self.blocks), len(queries[0]), len(y), dtype=torch.float64, device=y.device
+        )
+        for i, rows, g in self._projected(source, x, y):
+            out[i, :, rows] = queries[i] @ g.T
+        return out
 
     def self_scores(self, ctx: FitContext, loader: DataLoader) -> Tensor:
         """Σ_c η_c ‖∇_{θ_l} L(z; θ_c)‖², `Tensor [n_blocks, n]`."""
