@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..analysis.plots import middle
 from ._analysis import Analysis
-from ._variants import PAPER_VARIANTS
+from ._results import PAPER_VARIANTS
 
 
 def _verdict(ok: bool) -> str:

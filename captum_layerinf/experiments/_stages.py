@@ -21,6 +21,7 @@ from ..models import ShapesCNN, load_torchvision_model
 from ..transforms import functional as F
 from ._inputs import GLOBAL_LABELS, build_model, load_data, load_factory_model, source_keys
 from ._results import (
+    PAPER_VARIANTS,
     Data,
     GlobalInfluence,
     Influence,
@@ -31,7 +32,7 @@ from ._results import (
     Sweep,
     Variants,
 )
-from ._variants import PAPER_VARIANTS, VARIANTS, build_variants
+from ._variants import VARIANTS, build_variants
 from .config import StudyConfig
 
 
