@@ -279,3 +279,17 @@ def test_the_analysis_follows_the_variants_of_the_run(study_dir, tmp_path):
 def test_sections_are_one_registry_with_unique_keys_and_guides():
     assert [s.key for s in SECTION_REGISTRY] == list(SECTIONS)
     assert all(s.title and len(s.guide) > 40 and callable(s.write) for s in SECTION_REGISTRY)
+
+
+def test_a_new_variant_recomputes_the_stages_from_variants_on(monkeypatch):
+    from captum_layerinf.experiments import _stages
+    from captum_layerinf.experiments._variants import VARIANT_REGISTRY, Variant, original
+
+    cfg = tiny_config()
+    before = _stages.stage_keys(cfg)
+    registry = (*VARIANT_REGISTRY, Variant("again", original))
+    monkeypatch.setattr(_stages, "VARIANTS", tuple(v.name for v in registry))
+    after = _stages.stage_keys(cfg)
+    kept = {s.name for s in _stages.STAGE_REGISTRY if not s.uses_variants}
+    assert kept == {"data", "model"}
+    assert all((after[s] == before[s]) == (s in kept) for s in STAGES)
