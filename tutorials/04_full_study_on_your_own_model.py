@@ -65,7 +65,7 @@ plt.show()
 
 # %%
 config = (
-    tiny_config(n_train_per_class=40, epochs=8, width=4, shap_images=1)
+    tiny_config(n_train_per_class=16, epochs=8, width=4, shap_images=1)
     if SMALL
     else StudyConfig(n_train_per_class=100, epochs=10, show_progress=False)
 )

@@ -283,6 +283,7 @@ class StudyConfig:
 def tiny_config(**changes) -> StudyConfig:
     """A configuration small enough for a test: the whole study in well under a minute."""
     values = dict(
+        size=16,
         n_train_per_class=12,
         width=4,
         n_test_per_class=1,
