@@ -47,12 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _study(config, out: str) -> int:
-    from .experiments import DisturbanceStudy
+    from .experiments import STAGES, DisturbanceStudy
 
     start = time.perf_counter()
     result = DisturbanceStudy(config, out).run()
     print("\n".join(f"- {line}" for line in result.findings))
-    skipped = "" if len(result.computed) == 8 else f" (reused {8 - len(result.computed)} stages)"
+    reused = len(STAGES) - len(result.computed)
+    skipped = f" (reused {reused} stages)" if reused else ""
     print(f"\nStudy finished in {time.perf_counter() - start:.0f} s{skipped}.")
     print(f"Report: {result.report.resolve()}")
     return 0

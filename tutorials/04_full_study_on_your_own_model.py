@@ -65,7 +65,7 @@ plt.show()
 
 # %%
 config = (
-    tiny_config(n_train_per_class=40, epochs=8, width=4, shap_images=1)
+    tiny_config(n_train_per_class=16, epochs=8, width=4, shap_images=1)
     if SMALL
     else StudyConfig(n_train_per_class=100, epochs=10, show_progress=False)
 )
@@ -106,10 +106,13 @@ import torchvision  # noqa: E402
 from PIL import Image  # noqa: E402
 
 root = work / "my_images"
+n_own = 4 if SMALL else len(CLASS_NAMES)  # classes of your own data
 for split, per_class, seed in (("train", 4 if SMALL else 40, 1), ("test", 1, 2)):
     # a few images per class: a stand-in for your own photos
     images = make_shapes(per_class, seed=seed)
     for i, (image, label) in enumerate(zip(images.images, images.labels, strict=True)):
+        if label >= n_own:
+            continue
         folder = root / split / CLASS_NAMES[int(label)].replace("/", "-")
         folder.mkdir(parents=True, exist_ok=True)
         pixels = (image.permute(1, 2, 0) * 255).round().byte().numpy()
@@ -122,7 +125,7 @@ for split, per_class, seed in (("train", 4 if SMALL else 40, 1), ("test", 1, 2))
 )
 sys.path.insert(0, str(work))  # where your module lives: on PYTHONPATH
 torch.manual_seed(0)
-resnet = torchvision.models.resnet18(weights=None, num_classes=len(CLASS_NAMES))
+resnet = torchvision.models.resnet18(weights=None, num_classes=n_own)
 # ... train `resnet` on your data here; we save its initial weights to keep the cell short
 torch.save(resnet.state_dict(), work / "resnet_mine.pt")
 

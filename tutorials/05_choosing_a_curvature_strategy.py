@@ -50,7 +50,7 @@ from captum_layerinf.models import DigitsVGG
 from captum_layerinf.training import accuracy, train_classifier
 
 SMALL = os.environ.get("CAPTUM_LAYERINF_TUTORIAL_SMALL") == "1"
-N_TRAIN = 120 if SMALL else 1000  # training images
+N_TRAIN = 64 if SMALL else 1000  # training images
 N_TEST = 4 if SMALL else 16  # test images
 LISSA_DEPTH = 50 if SMALL else 200  # LiSSA recursion steps per layer
 EPOCHS, LR = 100, 1e-2
@@ -242,7 +242,7 @@ for damping in (0.001, 0.01, 0.1, 1.0):
 ekfac = LayerInfluence(model, train, hessian="ekfac", damping=DAMPING)
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    report = ekfac.check((x_test, y_test), n_test=min(4, N_TEST), n_train=64)
+    report = ekfac.check((x_test, y_test), n_test=min(4, N_TEST), n_train=min(64, N_TRAIN))
 print(report)
 print("warnings:", [str(w.message)[:90] + "..." for w in caught if "agrees" in str(w.message)])
 

@@ -94,44 +94,54 @@ def resolve_layers(
     """
     owners = parameterised_modules(model)
     if layers is None:
-        trainable = [
-            name
-            for name, module in owners.items()
-            if any(p.requires_grad for p in module.parameters(recurse=False))
-        ]
-        if not trainable:
-            raise ValueError(
-                "the model has no trainable parameters; name the layers to explain with `layers=`."
-            )
-        order = forward_order(model, trainable, example_inputs)
-        if not order:
-            raise ValueError("no parameterised module of the model is called by its forward pass.")
-        return order
+        return _default_layers(model, owners, example_inputs)
     if isinstance(layers, str):
         raise TypeError(f"layers must be a list of names, e.g. [{layers!r}]; got a string.")
     layers = list(layers)
     if not layers:
         raise ValueError("layers is empty; pass None to use every layer with parameters.")
-    valid = list(owners)
     for name in layers:
         if name not in owners:
-            shown = ", ".join(repr(v) for v in valid)
-            hint = f"unknown layer {name!r}. "
-            if _has_submodule(model, name):
-                module = model.get_submodule(name)
-                kind = type(module).__name__
-                hint = f"'{name}' is a {kind} that owns no parameters itself. "
-                param_owners = _owned_names(model)
-                shared = [param_owners[id(p)] for p in module.parameters(recurse=False)]
-                if shared:
-                    hint = (
-                        f"'{name}' is a {kind} whose parameters are shared with another module "
-                        f"and attributed to it, once: {', '.join(shared)}. "
-                    )
-            raise ValueError(f"{hint}Valid layer names: {shown}.")
+            shown = ", ".join(repr(v) for v in owners)
+            raise ValueError(f"{_unknown_layer(model, name)}Valid layer names: {shown}.")
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers contains duplicates: {layers}.")
     return layers
+
+
+def _default_layers(
+    model: nn.Module, owners: dict[str, nn.Module], example_inputs: tuple[Tensor, ...]
+) -> list[str]:
+    """Every module owning trainable parameters, in forward order."""
+    trainable = [
+        name
+        for name, module in owners.items()
+        if any(p.requires_grad for p in module.parameters(recurse=False))
+    ]
+    if not trainable:
+        raise ValueError(
+            "the model has no trainable parameters; name the layers to explain with `layers=`."
+        )
+    order = forward_order(model, trainable, example_inputs)
+    if not order:
+        raise ValueError("no parameterised module of the model is called by its forward pass.")
+    return order
+
+
+def _unknown_layer(model: nn.Module, name: str) -> str:
+    """Why `name` is no layer: unknown, owns no parameters, or shares another's."""
+    if not _has_submodule(model, name):
+        return f"unknown layer {name!r}. "
+    module = model.get_submodule(name)
+    kind = type(module).__name__
+    owners = _owned_names(model)
+    shared = [owners[id(p)] for p in module.parameters(recurse=False)]
+    if shared:
+        return (
+            f"'{name}' is a {kind} whose parameters are shared with another module "
+            f"and attributed to it, once: {', '.join(shared)}. "
+        )
+    return f"'{name}' is a {kind} that owns no parameters itself. "
 
 
 def _has_submodule(model: nn.Module, name: str) -> bool:

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from scipy.cluster.hierarchy import dendrogram
 from torch import Tensor
 
+from .._utils.plotting import figure_and_axes, show_image, subplots
+
 VARIANT_COLOURS = ("tab:blue", "tab:gray", "tab:green", "tab:red", "tab:purple", "tab:orange")
-
-
-def _axes(ax, figsize):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-        return fig, ax
-    return ax.figure, ax
 
 
 def middle(values: Tensor) -> float:
@@ -29,17 +23,9 @@ def middle(values: Tensor) -> float:
     return float(torch.quantile(values.double().flatten(), 0.5))
 
 
-def show_image(image: Tensor, ax) -> None:
-    """Draws an image `[C, H, W]` (1 or 3 channels, values in [0, 1]) without axes."""
-    x = image.detach().float().clamp(0, 1).permute(1, 2, 0).numpy()
-    ax.imshow(x[..., 0] if x.shape[-1] == 1 else x, cmap="gray" if x.shape[-1] == 1 else None)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 def plot_dendrogram(linkage_matrix: np.ndarray, names: Sequence[str], ax=None):
     """An average-linkage dendrogram of layer profiles (the study's joint tree: ours)."""
-    fig, ax = _axes(ax, (7, max(3, 0.22 * len(names))))
+    fig, ax = figure_and_axes(ax, (7, max(3, 0.22 * len(names))), layout="constrained")
     dendrogram(linkage_matrix, labels=list(names), orientation="right", ax=ax)
     ax.set_xlabel("Euclidean distance (average linkage)")
     ax.set_title("Clustering of I_l_avg profiles")
@@ -48,7 +34,9 @@ def plot_dendrogram(linkage_matrix: np.ndarray, names: Sequence[str], ax=None):
 
 def plot_distance_matrix(distance: Tensor, names: Sequence[str], ax=None):
     """The Pearson correlation distance between layer profiles, as a matrix."""
-    fig, ax = _axes(ax, (max(4, 0.25 * len(names) + 2), max(4, 0.25 * len(names) + 1)))
+    fig, ax = figure_and_axes(
+        ax, (max(4, 0.25 * len(names) + 2), max(4, 0.25 * len(names) + 1)), layout="constrained"
+    )
     im = ax.imshow(distance.numpy(), cmap="viridis", vmin=0, vmax=2)
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
     ax.set_yticks(range(len(names)), names, fontsize=6)
@@ -74,7 +62,7 @@ def plot_class_clustering(
     """
     n = len(per_class)
     if axes is None:
-        fig, axes = plt.subplots(n, 2, figsize=(8, 2.1 * n), squeeze=False, layout="constrained")
+        fig, axes = subplots(n, 2, figsize=(8, 2.1 * n), squeeze=False, layout="constrained")
     else:
         fig = axes[0][0].figure
     for row, (cname, link, dist, names) in zip(axes, per_class, strict=True):
@@ -201,7 +189,7 @@ def plot_layer_means(
         layer_names: Names of the layers (x axis).
         ax: Axes to draw on, or None for a new figure.
     """
-    fig, ax = _axes(ax, (6, 3.5))
+    fig, ax = figure_and_axes(ax, (6, 3.5), layout="constrained")
     x = np.arange(len(layer_names))
     for v, name in enumerate(variant_names):
         ax.plot(x, values[v].numpy(), "o-", label=name, color=VARIANT_COLOURS[v % 6])
@@ -242,7 +230,7 @@ def plot_influence_ranges(
         ylabel: Label of the y axis.
     """
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True, layout="constrained")
+        fig, axes = subplots(1, 2, figsize=(11, 3.8), sharey=True, layout="constrained")
     else:
         fig = axes[0].figure
     v_all = values.double()
@@ -280,16 +268,16 @@ def plot_gallery(
     """
     n, k = train_images.shape[:2]
     if axes is None:
-        fig, axes = plt.subplots(
+        fig, axes = subplots(
             n, k + 1, figsize=(1.2 * (k + 1), 1.45 * n), squeeze=False, layout="constrained"
         )
     else:
         fig = axes[0][0].figure
     for i in range(n):
-        show_image(test_images[i], axes[i][0])
+        show_image(axes[i][0], test_images[i])
         axes[i][0].set_title(test_captions[i], fontsize=6)
         for j in range(k):
-            show_image(train_images[i, j], axes[i][j + 1])
+            show_image(axes[i][j + 1], train_images[i, j])
             axes[i][j + 1].set_title(train_captions[i][j], fontsize=7)
     return fig, axes
 
@@ -311,7 +299,7 @@ def plot_sweep(
         axes: Two axes, or None for a new figure.
     """
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
+        fig, axes = subplots(1, 2, figsize=(10, 3.5), layout="constrained")
     else:
         fig = axes[0].figure
     pct = 100 * np.asarray(strengths)
@@ -342,7 +330,7 @@ def plot_accuracy(
         variant_names: Names of the variants.
         ax: Axes to draw on, or None for a new figure.
     """
-    fig, ax = _axes(ax, (9, 3.5))
+    fig, ax = figure_and_axes(ax, (9, 3.5), layout="constrained")
     width = 0.8 / len(variant_names)
     x = np.arange(len(class_names))
     for v, name in enumerate(variant_names):
@@ -372,7 +360,7 @@ def _panels(n: int, axes, size: tuple[float, float]):
         return axes[0].figure, axes
     cols = min(4, n)
     rows = -(-n // cols)
-    fig, grid = plt.subplots(
+    fig, grid = subplots(
         rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False, layout="constrained"
     )
     axes = list(grid.flat)

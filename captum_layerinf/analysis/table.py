@@ -40,6 +40,10 @@ class Table:
         """The values of column `name`."""
         return [row[self.columns.index(name)] for row in self.rows]
 
+    def records(self) -> list[dict[str, Any]]:
+        """The rows as dicts keyed by column name (read a row's cell by its column)."""
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
     def to_markdown(self, digits: int = 3) -> str:
         """The table as GitHub Markdown."""
         lines = [

@@ -210,41 +210,11 @@ class LayeredExplanation:
             target = self._target(inputs, target)
             scores = self._unit_influence(inputs, target)
             names = list(scores)
-            if layer is not None and layer not in scores:
-                raise ValueError(
-                    f"layer {layer!r} is not a candidate layer; candidates: "
-                    f"{', '.join(repr(n) for n in names)}."
-                )
-            stat_fn = STATISTICS[self.statistic]
-            stats = torch.stack([stat_fn(scores[n].flatten(1).abs()) for n in names])
-            best_idx = (
-                torch.full((inputs.shape[0],), names.index(layer))
-                if layer is not None
-                else stats.argmax(0).cpu()
+            stats, best = self._best_layers(scores, layer, len(inputs))
+            _check_units(scores, best, k)
+            top_units, top_scores, projections, joint = self._top_units(
+                inputs, scores, best, k, seed
             )
-            best = [names[i] for i in best_idx.tolist()]
-            too_small = [n for n in set(best) if scores[n][0].numel() < k]
-            if too_small:
-                raise ValueError(
-                    f"k={k} exceeds the number of units of layer(s) {too_small} "
-                    f"({[scores[n][0].numel() for n in too_small]}); use a smaller k."
-                )
-            top_units = torch.empty(inputs.shape[0], k, dtype=torch.long, device=inputs.device)
-            top_scores = torch.empty(inputs.shape[0], k, dtype=inputs.dtype, device=inputs.device)
-            projections = inputs.new_empty(inputs.shape[0], k, *inputs.shape[1:])
-            joint = torch.empty_like(inputs)
-            modules = dict(self.model.named_modules())
-            for name in dict.fromkeys(best):
-                rows = torch.tensor(
-                    [i for i, b in enumerate(best) if b == name], device=inputs.device
-                )
-                flat = scores[name][rows].flatten(1)
-                units = flat.abs().topk(k, dim=1).indices
-                top_units[rows] = units
-                top_scores[rows] = flat.gather(1, units).to(inputs.dtype)
-                proj, jnt = self._project(inputs[rows], modules[name], units, seed)
-                projections[rows] = proj.to(projections.dtype)
-                joint[rows] = jnt
         return LayeredExplanationResult(
             layer_names=names,
             unit_scores=scores,
@@ -258,6 +228,44 @@ class LayeredExplanation:
             measure=self.measure,
             statistic=self.statistic,
         )
+
+    def _best_layers(
+        self, scores: dict[str, Tensor], layer: str | None, n: int
+    ) -> tuple[Tensor, list[str]]:
+        """The layer statistic `[n_layers, n]` and each input's chosen (or forced) layer."""
+        names = list(scores)
+        if layer is not None and layer not in scores:
+            raise ValueError(
+                f"layer {layer!r} is not a candidate layer; candidates: "
+                f"{', '.join(repr(n) for n in names)}."
+            )
+        stat_fn = STATISTICS[self.statistic]
+        stats = torch.stack([stat_fn(scores[n].flatten(1).abs()) for n in names])
+        best_idx = (
+            torch.full((n,), names.index(layer)) if layer is not None else stats.argmax(0).cpu()
+        )
+        return stats, [names[i] for i in best_idx.tolist()]
+
+    def _top_units(
+        self, inputs: Tensor, scores: dict[str, Tensor], best: list[str], k: int, seed: str
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Top-k units of each input's layer, their scores, projections and joint image."""
+        n = inputs.shape[0]
+        top_units = torch.empty(n, k, dtype=torch.long, device=inputs.device)
+        top_scores = torch.empty(n, k, dtype=inputs.dtype, device=inputs.device)
+        projections = inputs.new_empty(n, k, *inputs.shape[1:])
+        joint = torch.empty_like(inputs)
+        modules = dict(self.model.named_modules())
+        for name in dict.fromkeys(best):
+            rows = torch.tensor([i for i, b in enumerate(best) if b == name], device=inputs.device)
+            flat = scores[name][rows].flatten(1)
+            units = flat.abs().topk(k, dim=1).indices
+            top_units[rows] = units
+            top_scores[rows] = flat.gather(1, units).to(inputs.dtype)
+            proj, jnt = self._project(inputs[rows], modules[name], units, seed)
+            projections[rows] = proj.to(projections.dtype)
+            joint[rows] = jnt
+        return top_units, top_scores, projections, joint
 
     def unit_influence(
         self, inputs: Tensor, target: int | Sequence[int] | Tensor | None = None
@@ -443,6 +451,16 @@ def _check_names(model: nn.Module, layers: Sequence[str]) -> list[str]:
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers contains duplicates: {layers}.")
     return layers
+
+
+def _check_units(scores: dict[str, Tensor], best: list[str], k: int) -> None:
+    """Refuses a k larger than a chosen layer's number of units."""
+    too_small = [n for n in set(best) if scores[n][0].numel() < k]
+    if too_small:
+        raise ValueError(
+            f"k={k} exceeds the number of units of layer(s) {too_small} "
+            f"({[scores[n][0].numel() for n in too_small]}); use a smaller k."
+        )
 
 
 def _check_inputs(inputs: Any, device: torch.device) -> Tensor:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from .._utils.plotting import colormap, figure_and_axes, show_heatmap, show_image, subplots
 from .._utils.stats import spearman
 from .layered import LayeredExplanationResult
 
@@ -76,19 +76,14 @@ def plot_layer_rankings(
     Returns:
         `(fig, ax)`.
     """
-    import matplotlib.pyplot as plt
-
     if not train_side or not test_side:
         raise ValueError("both rankings need at least one layer.")
     left = {k: float(v) for k, v in train_side.items()}
     right = {k: float(v) for k, v in test_side.items()}
     rank_l, rank_r = _ranks(left), _ranks(right)
     names = list(dict.fromkeys([*left, *right]))
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4.2, 0.45 * max(len(left), len(right)) + 1.4))
-    else:
-        fig = ax.figure
-    colors = plt.get_cmap("tab10")
+    fig, ax = figure_and_axes(ax, (4.2, 0.45 * max(len(left), len(right)) + 1.4))
+    colors = colormap("tab10")
     for i, name in enumerate(names):
         color = colors(i % 10)
         if name in rank_l and name in rank_r:
@@ -118,21 +113,6 @@ def plot_layer_rankings(
     return fig, ax
 
 
-def _image(t: Tensor) -> np.ndarray:
-    t = t.detach().cpu().float()
-    return t[0].numpy() if t.shape[0] == 1 else t.permute(1, 2, 0).clamp(0, 1).numpy()
-
-
-def _heat(ax: Any, t: Tensor, title: str) -> None:
-    m = t.detach().cpu().float()
-    m = m.sum(0) if m.dim() == 3 else m
-    lim = float(m.abs().max()) or 1.0
-    ax.imshow(m.numpy(), cmap="seismic", vmin=-lim, vmax=lim)
-    ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 def plot_layered_explanation(
     result: LayeredExplanationResult,
     inputs: Tensor,
@@ -154,20 +134,16 @@ def plot_layered_explanation(
     Returns:
         `(fig, axes)`.
     """
-    import matplotlib.pyplot as plt
-
     k = result.top_units.shape[1]
     if axes is None:
-        fig, axes = plt.subplots(1, k + 3, figsize=(1.7 * (k + 3) + 1.0, 2.0))
+        fig, axes = subplots(1, k + 3, figsize=(1.7 * (k + 3) + 1.0, 2.0))
     else:
         if len(axes) != k + 3:
             raise ValueError(f"axes must hold k + 3 = {k + 3} Axes; got {len(axes)}.")
         fig = axes[0].figure
     best = result.best_layer[index]
-    axes[0].imshow(_image(inputs[index]), cmap="gray")
+    show_image(axes[0], inputs[index])
     axes[0].set_title(f"input, target {int(result.target[index])}", fontsize=8)
-    axes[0].set_xticks([])
-    axes[0].set_yticks([])
     stats = result.layer_statistic[:, index].numpy()
     colors = ["tab:red" if n == best else "tab:gray" for n in result.layer_names]
     axes[1].barh(range(len(stats)), stats, color=colors)
@@ -178,6 +154,8 @@ def plot_layered_explanation(
     coords = result.unit_coordinates(index)
     for j in range(k):
         score = float(result.top_scores[index, j])
-        _heat(axes[2 + j], result.projections[index, j], f"{best} {coords[j]}\nφ={score:.3g}")
-    _heat(axes[k + 2], result.joint_projection[index], f"top-{k} together")
+        show_heatmap(
+            axes[2 + j], result.projections[index, j], f"{best} {coords[j]}\nφ={score:.3g}"
+        )
+    show_heatmap(axes[k + 2], result.joint_projection[index], f"top-{k} together")
     return fig, axes

@@ -1,25 +1,42 @@
-"""The study's one-line findings: each paper finding with "reproduces" or "does not"."""
+"""The study's one-line findings: each paper finding with "reproduces" or "does not".
+
+`PAPER_FINDINGS` lists one function per finding of the paper, each reading the `Analysis`
+by field and its tables by column name; `findings` runs them, then our additions.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from ..analysis.plots import middle
-from ._variants import VARIANTS
-
-ORIG, WHITE, TEXTURED, STYLED = range(4)
+from ._analysis import Analysis
+from ._results import PAPER_VARIANTS
 
 
 def _verdict(ok: bool) -> str:
     return "reproduces" if ok else "does not reproduce"
 
 
-def _method(s: dict) -> list[str]:
-    cfg, out = s["cfg"], s["out"]
+def _share(x: Tensor) -> float:
+    return float(x.double().mean()) if x.numel() else float("nan")
+
+
+def _top1(a: Analysis) -> dict[str, float]:
+    """Top-1 accuracy of each variant over all classes (Table 1's "all classes" rows)."""
+    return {
+        r["variant"]: r["top-1 acc"] for r in a.accuracy.records() if r["class"] == "all classes"
+    }
+
+
+def method_lines(a: Analysis) -> list[str]:
+    """What ran, and the choices that are ours where the paper is silent."""
+    cfg = a.config
     return [
         f"Layer-wise influence: hessian={cfg.hessian!r}, damping {cfg.damping}. Global "
-        f"influence: {out['global'].get('method', 'not recorded')} "
+        f"influence: {a.results.global_influence.method} "
         f"(global_hessian={cfg.global_hessian!r}).",
         f"Torch ran on {cfg.num_threads} thread(s) throughout (configuration key "
         "num_threads): floating-point sums, and so training and every finding, do not depend "
@@ -40,120 +57,164 @@ def _method(s: dict) -> list[str]:
     ]
 
 
-def _share(x: Tensor) -> float:
-    return float(x.double().mean()) if x.numel() else float("nan")
+def accuracy_line(a: Analysis) -> str:
+    """Top-1 accuracy of every variant."""
+    acc = _top1(a)
+    return "Top-1 accuracy: " + ", ".join(f"{n} {acc[n]:.0%}" for n in a.variants if n in acc) + "."
 
 
-def findings(s: dict) -> tuple[list[str], list[str]]:
-    """`(findings, method lines)` of a study from the analysis state `s`."""
-    names, labels, kinds = s["names"], s["labels"], s["kinds"]
-    correct, intra = s["correct"], s["intra"]
-    n_classes = len(names)
-    acc = {r[1]: r[5] for r in s["t1"].rows if r[0] == "all classes"}
-    found = [
-        "Top-1 accuracy: "
-        + ", ".join(f"{name} {acc[name]:.0%}" for name in VARIANTS if name in acc)
-        + "."
-    ]
-    o, w, t = acc.get("original", 0), acc.get("white background", 0), acc.get("textured", 0)
-    found.append(
+def white_like_original(a: Analysis) -> str:
+    """Table 1: white-background images are classified like the originals."""
+    acc = _top1(a)
+    o, w = acc.get("original", 0), acc.get("white background", 0)
+    return (
         f"Table 1, white background classified like the original: top-1 {w:.0%} vs {o:.0%} "
         f"({_verdict(w >= o - 0.1)}; criterion: within 10 points)."
     )
-    found.append(
+
+
+def textured_misclassified(a: Analysis) -> str:
+    """Table 1: textured images are misclassified."""
+    t = _top1(a).get("textured", 0)
+    return (
         f"Table 1, textured images misclassified (paper: 0 % correct): top-1 {t:.0%} "
         f"({_verdict(t <= 0.1)}; criterion: at most 10 %)."
     )
-    overall = s["t3"].rows[-1]
-    found.append(
-        f"Table 3, textured objects classified by their texture: as texture {overall[3]:.0%}, "
-        f"as their shape's class {overall[2]:.0%} ({_verdict(overall[3] > overall[2])})."
+
+
+def classified_by_texture(a: Analysis) -> str:
+    """Table 3: textured objects are named after their texture, not their shape."""
+    overall = next(r for r in a.cue_conflict.records() if r["content class"] == "all classes")
+    texture, content = overall["as texture"], overall["as content"]
+    return (
+        f"Table 3, textured objects classified by their texture: as texture {texture:.0%}, "
+        f"as their shape's class {content:.0%} ({_verdict(texture > content)})."
     )
-    tp = s["out"]["predictions"]["texture_probs"].argmax(1)
+
+
+def patches_named(a: Analysis) -> str:
+    """Table 3: texture patches alone are named as their class."""
+    tp = a.results.predictions.texture_probs.argmax(1)
     hits = int((tp == torch.arange(len(tp))).sum())
-    found.append(
+    return (
         f"Table 3, texture patches alone named as their class: {hits} of {len(tp)} "
         f"({_verdict(2 * hits > len(tp))}; criterion: a majority)."
     )
+
+
+def white_closer_than_textured(a: Analysis) -> str:
+    """Table 2: I_avg of white-background images is closer to the original's than textured."""
+    kinds = [a.kind(n) for n in ("original", "white background", "textured")]
     closer, counted = 0, 0
-    for c in range(n_classes):
-        mean = {
-            k: intra[(labels == c) & (kinds == k)].mean()
-            for k in (ORIG, WHITE, TEXTURED)
-            if ((labels == c) & (kinds == k)).any()
-        }
-        if len(mean) == 3:
+    for c in range(len(a.names)):
+        groups = [(a.labels == c) & (a.kinds == k) for k in kinds]
+        if all(g.any() for g in groups):
+            orig, white, textured = (a.intra[g].mean() for g in groups)
             counted += 1
-            closer += int(abs(mean[WHITE] - mean[ORIG]) < abs(mean[TEXTURED] - mean[ORIG]))
-    found.append(
+            closer += int(abs(white - orig) < abs(textured - orig))
+    return (
         "Table 2, I_avg of white-background images close to the original's, of textured ones "
         f"far from it: white closer than textured in {closer} of {counted} classes "
         f"({_verdict(2 * closer > counted)})."
     )
-    median = middle(intra)
-    above = _share(intra[correct] >= median)
-    below = _share(intra[~correct] < median)
-    found.append(
+
+
+def correct_above_median(a: Analysis) -> str:
+    """Figs. 3, 4: correct predictions lie above the median intra-class I_avg."""
+    median = middle(a.intra)
+    above = _share(a.intra[a.correct] >= median)
+    below = _share(a.intra[~a.correct] < median)
+    wrong = ~a.correct
+    return (
         "Figs. 3, 4, correct predictions at or above the median intra-class I_avg, incorrect "
-        f"ones below: {above:.0%} of {int(correct.sum())} correct above, {below:.0%} of "
-        f"{int((~correct).sum())} incorrect below "
-        f"({_verdict(above > 0.5 and (below > 0.5 or not (~correct).any()))})."
+        f"ones below: {above:.0%} of {int(a.correct.sum())} correct above, {below:.0%} of "
+        f"{int(wrong.sum())} incorrect below "
+        f"({_verdict(above > 0.5 and (below > 0.5 or not wrong.any()))})."
     )
-    together = sum(
-        _first_merge(link, vnames) == {"original", "white background"}
-        for link, vnames in s["trees"].values()
-    )
-    found.append(
+
+
+def original_and_white_merge_first(a: Analysis) -> str:
+    """Fig. 8: original and white background merge first in each class's tree."""
+    together = 0
+    for link, vnames in a.trees.values():
+        first = {vnames[int(link[0, 0])], vnames[int(link[0, 1])]}
+        together += first == {"original", "white background"}
+    n = len(a.trees)
+    return (
         "Fig. 8, original and white background merge first in each class's dendrogram: "
-        f"{together} of {len(s['trees'])} classes ({_verdict(2 * together > len(s['trees']))})."
+        f"{together} of {n} classes ({_verdict(2 * together > n)})."
     )
-    means = s["layer_means"]
-    n_layers = means.shape[-1]
+
+
+def textured_differ_late(a: Analysis) -> str:
+    """Fig. 9: textured images differ from the originals most toward the last layers."""
+    orig, textured = a.kind("original"), a.kind("textured")
+    n_classes, n_layers = len(a.names), len(a.layer_names)
     late = 0
     for c in range(n_classes):
-        diff = (means[c, TEXTURED] - means[c, ORIG]).abs()
+        diff = (a.layer_means[c, textured] - a.layer_means[c, orig]).abs()
         late += int(diff.nan_to_num(-1).argmax() >= n_layers - max(1, n_layers // 3))
-    found.append(
+    return (
         "Fig. 9, textured images differ from the originals most toward the last layers: the "
         f"largest difference lies in the last third of the layers in {late} of {n_classes} "
         f"classes ({_verdict(2 * late > n_classes)})."
     )
-    found += _additions(s)
-    return found, _method(s)
 
 
-def _first_merge(link, vnames) -> set[str]:
-    a, b = int(link[0, 0]), int(link[0, 1])
-    return {vnames[a], vnames[b]}
+PAPER_FINDINGS: tuple[Callable[[Analysis], str], ...] = (
+    white_like_original,
+    textured_misclassified,
+    classified_by_texture,
+    patches_named,
+    white_closer_than_textured,
+    correct_above_median,
+    original_and_white_merge_first,
+    textured_differ_late,
+)
 
 
-def _additions(s: dict) -> list[str]:
-    v, out = s["out"]["variants"], s["out"]
-    textured = s["kinds"] == TEXTURED
-    comp = s["rows_t"][s["row_names"].index("compound"), textured]
+def addition_lines(a: Analysis) -> list[str]:
+    """Our findings: the whole-set top image of textured images, the separating layers."""
+    v, tex = a.results.variants, a.results.data.train_texture_labels
+    textured = a.kinds == a.kind("textured")
+    comp = a.top_rows["compound"][textured]
     found = [
         "Ours: for the textured images the most influential image over the whole training "
         "set (compound) is of the texture's class in "
-        f"{_share(comp == v['texture_labels'][textured]):.0%} and of the object's class in "
-        f"{_share(comp == v['labels'][textured]):.0%} of cases."
+        f"{_share(comp == v.texture_labels[textured]):.0%} and of the object's class in "
+        f"{_share(comp == v.labels[textured]):.0%} of cases."
     ]
-    tex = out["data"].get("train_texture_labels")
     if tex is not None:
-        top = s["compound"][textured].argmax(1)
-        same = tex[top] == v["texture_labels"][textured]
-        both = same & (s["train_labels"][top] == v["labels"][textured])
+        top = a.compound[textured].argmax(1)
+        same = tex[top] == v.texture_labels[textured]
+        both = same & (a.train_labels[top] == v.labels[textured])
         found.append(
             f"Ours: {_share(same):.0%} of those top training images carry the same texture as "
             f"the textured test image; {_share(both):.0%} are of the object's class AND carry "
             "that texture."
         )
-    ratio, layer_names = s["ratio"], s["layer_names"]
+    ratio = a.separation
     if not ratio.isnan().all():
         order = ratio.nan_to_num(-1).argsort(descending=True)
         found.append(
             "Ours: layers whose influence separates the variants most within a class "
             "(between / within variance): "
-            + ", ".join(f"{layer_names[i]} ({float(ratio[i]):.2g})" for i in order[:3])
+            + ", ".join(f"{a.layer_names[i]} ({float(ratio[i]):.2g})" for i in order[:3])
             + "."
         )
     return found
+
+
+def findings(a: Analysis) -> list[str]:
+    """Every finding of a study: accuracies, the paper's findings, then ours.
+
+    The paper's findings compare its four variants; a run without one of them says so.
+    """
+    missing = [name for name in PAPER_VARIANTS if a.kind(name) is None]
+    if missing:
+        return [
+            accuracy_line(a),
+            f"The paper's findings compare its variants {list(PAPER_VARIANTS)}; this run "
+            f"lacks {missing}, so they are not evaluated.",
+        ]
+    return [accuracy_line(a), *(f(a) for f in PAPER_FINDINGS), *addition_lines(a)]

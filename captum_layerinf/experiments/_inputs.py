@@ -13,6 +13,7 @@ from ..models import ShapesCNN, load_torchvision_model
 from ..training import train_classifier
 from ..transforms import GrabCutSegmenter
 from ._io import hash_path
+from ._results import Data
 from .config import ConfigError, StudyConfig
 
 
@@ -21,7 +22,7 @@ def _masks(images: Tensor) -> Tensor:
     return torch.stack([segmenter(image) for image in images]).bool()
 
 
-def load_data(config: StudyConfig) -> dict:
+def load_data(config: StudyConfig) -> Data:
     """Training and test images, foreground masks of the test images, class textures.
 
     For "shapes" the masks are exact and each class's texture is its generated patch; for
@@ -35,16 +36,16 @@ def load_data(config: StudyConfig) -> dict:
         textures = torch.stack(
             [shapes.texture_patch(c, config.size, config.seed) for c in range(shapes.N_CLASSES)]
         )
-        return {
-            "train_images": train.images,
-            "train_labels": train.labels,
-            "train_texture_labels": train.texture_labels,
-            "test_images": test.images,
-            "test_labels": test.labels,
-            "test_masks": test.masks,
-            "textures": textures,
-            "class_names": list(shapes.CLASS_NAMES),
-        }
+        return Data(
+            train_images=train.images,
+            train_labels=train.labels,
+            train_texture_labels=train.texture_labels,
+            test_images=test.images,
+            test_labels=test.labels,
+            test_masks=test.masks,
+            textures=textures,
+            class_names=list(shapes.CLASS_NAMES),
+        )
     if config.data == "imagefolder":
         root = f"{config.data_path}/train", f"{config.data_path}/test"
         x, y, names = local.load_image_folder(root[0], config.size, config.n_train_per_class)
@@ -56,27 +57,27 @@ def load_data(config: StudyConfig) -> dict:
         x, y, names = local.load_cifar10(config.data_path, True, config.n_train_per_class)
         xt, yt, _ = local.load_cifar10(config.data_path, False, config.n_test_per_class)
     first = [int(torch.nonzero(y == c)[0, 0]) for c in range(len(names))]
-    return {
-        "train_images": x,
-        "train_labels": y,
-        "test_images": xt,
-        "test_labels": yt,
-        "test_masks": _masks(xt),
-        "textures": x[first],
-        "class_names": names,
-    }
+    return Data(
+        train_images=x,
+        train_labels=y,
+        test_images=xt,
+        test_labels=yt,
+        test_masks=_masks(xt),
+        textures=x[first],
+        class_names=names,
+    )
 
 
-def build_model(config: StudyConfig, data: dict) -> nn.Module:
+def build_model(config: StudyConfig, data: Data) -> nn.Module:
     """The model to explain, in eval mode: trained here, or loaded from local weights."""
-    n_classes = len(data["class_names"])
+    n_classes = len(data.class_names)
     if config.model == "shapes_cnn":
         torch.manual_seed(config.seed)
         model = ShapesCNN(width=config.width, n_classes=n_classes)
         if config.weights:
             model.load_state_dict(torch.load(config.weights, weights_only=True))
             return model.eval()
-        dataset = torch.utils.data.TensorDataset(data["train_images"], data["train_labels"])
+        dataset = torch.utils.data.TensorDataset(data.train_images, data.train_labels)
         return train_classifier(
             model,
             dataset,
@@ -144,19 +145,14 @@ def _module_file(spec: str) -> str | None:
     return found.origin if found is not None else None
 
 
-def stage_keys(config: StudyConfig) -> dict[str, str]:
-    """Content keys of the stages: hashes of the data files, the weights and the factory.
+def source_keys(config: StudyConfig) -> tuple[str, str]:
+    """Content hashes `(data, model)` of the data files, and of the weights and factory source.
 
-    "data" depends on the data files only; every later stage also on the model (weights
-    file and the factory's source file). Generated data ("shapes") is fixed by the
-    configuration.
+    Generated data ("shapes") is fixed by the configuration and hashes to "generated".
     """
     data = "generated" if config.data == "shapes" else hash_path(config.data_path)
     model = f"{hash_path(config.weights)}/{hash_path(_module_file(config.model))}"
-    keys = {"data": f"data={data}"}
-    for name in ("model", "variants", "predictions", "influence", "global", "shap", "sweep"):
-        keys[name] = f"data={data} model={model}"
-    return keys
+    return data, model
 
 
 def check_inputs(config: StudyConfig) -> None:

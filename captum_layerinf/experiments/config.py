@@ -50,6 +50,10 @@ def _check_types(cfg) -> None:
         value = getattr(cfg, key)
         if value is not None and not isinstance(value, str):
             raise _bad(key, "must be a string (a path) or null", value)
+    _check_lists(cfg)
+
+
+def _check_lists(cfg) -> None:
     for key, kind in (("sweep_strengths", (int, float)), ("sweep_steps", (int,))):
         value = getattr(cfg, key)
         if (
@@ -62,9 +66,13 @@ def _check_types(cfg) -> None:
 
 
 def _check_values(cfg) -> None:
-    from ..influence.strategies import available_strategies
-    from ..shapley._backends import BACKENDS
+    _check_sources(cfg)
+    _check_ranges(cfg)
+    _check_names(cfg)
 
+
+def _check_sources(cfg) -> None:
+    """Data and model: known kinds, with the paths they need."""
     if cfg.data not in ("shapes", "imagefolder", "cifar10"):
         raise _bad("data", "must be 'shapes', 'imagefolder' or 'cifar10'", cfg.data)
     if cfg.data != "shapes" and not cfg.data_path:
@@ -75,17 +83,30 @@ def _check_values(cfg) -> None:
             f"model={cfg.model!r} needs weights, a local state-dict path (nothing is downloaded)",
             None,
         )
-    for key in ("size", "n_train_per_class", "n_test_per_class", "width", "epochs",
-                "train_batch_size", "top_k", "shap_background", "shap_images",
-                "sweep_images", "num_threads"):  # fmt: skip
+
+
+_AT_LEAST_1 = (
+    "size", "n_train_per_class", "n_test_per_class", "width", "epochs", "train_batch_size",
+    "top_k", "shap_background", "shap_images", "sweep_images", "num_threads",
+)  # fmt: skip
+
+
+def _check_ranges(cfg) -> None:
+    """Counts, rates and fractions within their ranges."""
+    for key in _AT_LEAST_1:
         if getattr(cfg, key) < 1:
             raise _bad(key, "must be at least 1", getattr(cfg, key))
     for key in ("texture_steps", "style_steps", "seed"):
         if getattr(cfg, key) < 0:
             raise _bad(key, "must be at least 0", getattr(cfg, key))
     for key in ("lr", "style_weight"):
-        if not cfg.lr > 0 or not getattr(cfg, key) > 0:
+        if not getattr(cfg, key) > 0:
             raise _bad(key, "must be a positive number", getattr(cfg, key))
+    _check_fractions(cfg)
+
+
+def _check_fractions(cfg) -> None:
+    """Damping, texture strengths and sweep steps within their ranges."""
     if not cfg.damping >= 0:
         raise _bad("damping", "must be at least 0", cfg.damping)
     if not 0 <= cfg.texture_strength <= 1:
@@ -96,6 +117,13 @@ def _check_values(cfg) -> None:
         raise _bad("sweep_strengths", "every strength must lie in [0, 1]", cfg.sweep_strengths)
     if any(k < 0 for k in cfg.sweep_steps):
         raise _bad("sweep_steps", "every step count must be at least 0", cfg.sweep_steps)
+
+
+def _check_names(cfg) -> None:
+    """Strategies, explainers and factories named as the package knows them."""
+    from ..influence.strategies import available_strategies
+    from ..shapley._backends import BACKENDS
+
     if cfg.hessian not in available_strategies():
         raise _bad("hessian", f"must be one of {available_strategies()}", cfg.hessian)
     if cfg.global_hessian not in GLOBAL_HESSIANS:
@@ -256,6 +284,7 @@ class StudyConfig:
 def tiny_config(**changes) -> StudyConfig:
     """A configuration small enough for a test: the whole study in well under a minute."""
     values: dict[str, Any] = dict(
+        size=16,
         n_train_per_class=12,
         width=4,
         n_test_per_class=1,

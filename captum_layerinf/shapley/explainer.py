@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Sequence, Sized
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,9 +19,6 @@ from ..influence import LayerInfluence
 from . import _summary
 from ._backends import BACKENDS, REGISTRY, _DeepUnsupported, instance_values
 from .result import COMPOUND, BidirectionalResult
-
-if TYPE_CHECKING:
-    import shap
 
 # Above this many bytes of float64 scores [n_layers, n_test, n_train], the top-k are
 # collected while streaming over the training set (four passes) instead of from one
@@ -74,7 +72,7 @@ class BidirectionalExplainer:
         self,
         model: nn.Module,
         layer_influence: LayerInfluence,
-        shap_explainer: str | shap.Explainer = "gradient",
+        shap_explainer: str | Any = "gradient",
         background: Tensor | Dataset | DataLoader | tuple[Tensor, ...] | str | None = None,
         n_background: int = 50,
         nsamples: int = 200,
@@ -158,33 +156,74 @@ class BidirectionalExplainer:
         x, y = _stack(as_dataloader(test_inputs, li.batch_size, "test_inputs"), device)
         with evaluation_state(self.model):
             logits = _checked_logits(self.model, x, y, self.class_names)
-            predictions = logits.argmax(1)
             masks = _checked_masks(masks, x)
             n_train = _n_examples(li.train_dataloader)
             if k > n_train:
                 raise ValueError(f"k={k} exceeds the number of training examples ({n_train}).")
             rows = _influential(li, (x, y), k, n_train, show_progress)
-            train_positions, train_x, train_y, background = self._training_images(
-                rows, n_train, device
-            )
-            targets = torch.stack([predictions, y], dim=1)
+            train = self._training_images(rows, n_train, device)
+            targets = torch.stack([logits.argmax(1), y], dim=1)
             n_classes = logits.shape[1]
             shap_values, backend = self._shap(
-                self.shap_explainer, x, targets, background, n_classes, show_progress
+                self.shap_explainer, x, targets, train.background, n_classes, show_progress
             )
             train_shap = None
             if explain_train:  # with the backend that worked on the test images
+                own = train.labels.unsqueeze(1)
                 train_shap, _ = self._shap(
-                    backend, train_x, train_y.unsqueeze(1), background, n_classes, show_progress
+                    backend, train.inputs, own, train.background, n_classes, show_progress
                 )
                 train_shap = train_shap[:, 0].float().cpu()
+        return self._result(
+            (x, y, logits, masks), rows, n_train, train, shap_values, train_shap, backend, k
+        )
 
+    def _result(
+        self,
+        test: tuple[Tensor, Tensor, Tensor, Tensor | None],
+        rows: dict[str, Tensor],
+        n_train: int,
+        train: _TrainingImages,
+        shap_values: Tensor,
+        train_shap: Tensor | None,
+        backend: Any,
+        k: int,
+    ) -> BidirectionalResult:
+        """Everything on the CPU, with the training images' labels and the summaries."""
+        x, y, logits, masks = test
+        predictions = logits.argmax(1).cpu()
         label_of = torch.full((n_train,), -1, dtype=torch.long)
-        label_of[train_positions] = train_y.cpu()
+        label_of[train.positions] = train.labels.cpu()
         pro_labels = label_of[rows["proponents"].cpu()]
         opp_labels = label_of[rows["opponents"].cpu()]
-        summary = self._summaries(shap_values, masks, pro_labels, predictions.cpu())
-        settings = {
+        summary = self._summaries(shap_values, masks, pro_labels, predictions)
+        return BidirectionalResult(
+            inputs=x.detach().cpu(),
+            labels=y.cpu(),
+            logits=logits.detach().cpu(),
+            predictions=predictions,
+            shap_values=shap_values.float().cpu(),
+            layer_names=[*self.layer_influence.layer_names, COMPOUND],
+            proponents=rows["proponents"].cpu(),
+            proponent_scores=rows["proponent_scores"].cpu(),
+            proponent_labels=pro_labels,
+            opponents=rows["opponents"].cpu(),
+            opponent_scores=rows["opponent_scores"].cpu(),
+            opponent_labels=opp_labels,
+            train_positions=train.positions,
+            train_inputs=train.inputs.detach().cpu(),
+            train_labels=train.labels.cpu(),
+            train_shap_values=train_shap,
+            masks=None if masks is None else masks.cpu(),
+            class_names=self.class_names,
+            settings=self._settings(backend, train.background, k),
+            **summary,
+        )
+
+    def _settings(self, backend: Any, background: Tensor | str, k: int) -> dict[str, Any]:
+        """How the result was made (saved with it)."""
+        li = self.layer_influence
+        return {
             "shap_explainer": backend if isinstance(backend, str) else type(backend).__name__,
             "nsamples": self.nsamples,
             "seed": self.seed,
@@ -193,39 +232,13 @@ class BidirectionalExplainer:
             "hessian": li.hessian if isinstance(li.hessian, str) else type(li.hessian).__name__,
             "damping": li.damping,
         }
-        return BidirectionalResult(
-            inputs=x.detach().cpu(),
-            labels=y.cpu(),
-            logits=logits.detach().cpu(),
-            predictions=predictions.cpu(),
-            shap_values=shap_values.float().cpu(),
-            layer_names=[*li.layer_names, COMPOUND],
-            proponents=rows["proponents"].cpu(),
-            proponent_scores=rows["proponent_scores"].cpu(),
-            proponent_labels=pro_labels,
-            opponents=rows["opponents"].cpu(),
-            opponent_scores=rows["opponent_scores"].cpu(),
-            opponent_labels=opp_labels,
-            train_positions=train_positions,
-            train_inputs=train_x.detach().cpu(),
-            train_labels=train_y.cpu(),
-            train_shap_values=train_shap,
-            masks=None if masks is None else masks.cpu(),
-            class_names=self.class_names,
-            settings=settings,
-            **summary,
-        )
 
     # ---------------------------------------------------------------- internals
 
     def _training_images(
         self, rows: dict[str, Tensor], n_train: int, device: torch.device
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor | str]:
-        """The training images the rows point to, and the background, in one data pass.
-
-        Returns:
-            `(positions [m], inputs [m, *S], labels [m], background)`.
-        """
+    ) -> _TrainingImages:
+        """The training images the rows point to, and the background, in one data pass."""
         referenced = torch.cat([rows["proponents"].flatten(), rows["opponents"].flatten()])
         positions = referenced.cpu().unique()
         wanted = positions
@@ -243,7 +256,7 @@ class BidirectionalExplainer:
             background = self.background
         else:
             background = _as_inputs(self.background, self.layer_influence.batch_size, device)
-        return positions, inputs[keep], labels[keep], background
+        return _TrainingImages(positions, inputs[keep], labels[keep], background)
 
     def _shap(
         self,
@@ -321,6 +334,23 @@ class BidirectionalExplainer:
         }
 
 
+@dataclass(frozen=True)
+class _TrainingImages:
+    """The training images a result shows, and the SHAP background.
+
+    Attributes:
+        positions: `[m]` positions in the training set, sorted.
+        inputs: `[m, *S]` their inputs.
+        labels: `[m]` their labels.
+        background: The SHAP background (inputs, or a backend's name for it).
+    """
+
+    positions: Tensor
+    inputs: Tensor
+    labels: Tensor
+    background: Tensor | str
+
+
 def _stack(loader: DataLoader, device: torch.device) -> tuple[Tensor, Tensor]:
     xs, ys = [], []
     for inputs, labels in iter_batches(loader, device, "test_inputs"):
@@ -392,10 +422,8 @@ def _checked_masks(masks: Tensor | None, x: Tensor) -> Tensor | None:
 def _n_examples(loader: DataLoader) -> int:
     """Examples the loader yields per pass (counted by iterating when it has no length)."""
     if isinstance(loader.batch_sampler, BatchSampler):
-        sampler = loader.batch_sampler.sampler
-        if isinstance(sampler, Sized):
-            with contextlib.suppress(TypeError):
-                return len(sampler)
+        with contextlib.suppress(TypeError):
+            return len(loader.batch_sampler.sampler)  # type: ignore[arg-type]
     return sum(len(batch[-1]) for batch in loader)
 
 

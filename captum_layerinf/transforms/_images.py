@@ -140,6 +140,40 @@ def foreground(mask: Any, image_shape: torch.Size, what: str = "mask") -> Tensor
     )
 
 
+def _open(image: Any, what: str, names: dict[str, Callable[[], Tensor]]) -> Any:
+    """A path as an "L" or "RGB" PIL image; anything else unchanged."""
+    if not isinstance(image, (str, Path)):
+        return image
+    if not Path(image).is_file():
+        raise FileNotFoundError(
+            f"`{what}`={str(image)!r} is neither an offline image name ({', '.join(names)}) "
+            "nor an existing image file."
+        )
+    with PIL.Image.open(image) as pil:
+        return pil.convert("RGB") if pil.mode not in ("L", "RGB") else pil.copy()
+
+
+def _as_tensor(image: Any, what: str, names: dict[str, Callable[[], Tensor]]) -> Tensor:
+    """A PIL image, numpy array or tensor as a tensor (channels first for the first two)."""
+    if isinstance(image, PIL.Image.Image):
+        if image.mode not in ("L", "RGB"):
+            image = image.convert("RGB")
+        return TF.pil_to_tensor(image)
+    if isinstance(image, np.ndarray):
+        if image.ndim not in (2, 3):
+            raise ValueError(
+                f"`{what}` as a numpy array must be [H, W] or [H, W, C]; got {image.shape}."
+            )
+        array = image if image.ndim == 3 else image[..., None]
+        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    if not isinstance(image, Tensor):
+        raise TypeError(
+            f"`{what}` must be an offline image name ({', '.join(names)}), a file path, a PIL "
+            f"image, a numpy array [H, W(, C)] or a tensor [C, H, W]; got {type(image).__name__}."
+        )
+    return image
+
+
 def load_reference(image: Any, what: str, names: dict[str, Callable[[], Tensor]]) -> Tensor:
     """A texture or style image as float32 `[C, H, W]` in [0, 1] with C in {1, 3}.
 
@@ -150,32 +184,9 @@ def load_reference(image: Any, what: str, names: dict[str, Callable[[], Tensor]]
         what: Name of the argument, for error messages.
         names: Offline images by name: functions returning float `[C, H, W]`.
     """
-    if isinstance(image, (str, Path)):
-        if isinstance(image, str) and image in names:
-            return names[image]()
-        if not Path(image).is_file():
-            raise FileNotFoundError(
-                f"`{what}`={str(image)!r} is neither an offline image name ({', '.join(names)}) "
-                "nor an existing image file."
-            )
-        with PIL.Image.open(image) as pil:
-            image = pil.convert("RGB") if pil.mode not in ("L", "RGB") else pil.copy()
-    if isinstance(image, PIL.Image.Image):
-        if image.mode not in ("L", "RGB"):
-            image = image.convert("RGB")
-        image = TF.pil_to_tensor(image)
-    elif isinstance(image, np.ndarray):
-        if image.ndim not in (2, 3):
-            raise ValueError(
-                f"`{what}` as a numpy array must be [H, W] or [H, W, C]; got {image.shape}."
-            )
-        array = image if image.ndim == 3 else image[..., None]
-        image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
-    elif not isinstance(image, Tensor):
-        raise TypeError(
-            f"`{what}` must be an offline image name ({', '.join(names)}), a file path, a PIL "
-            f"image, a numpy array [H, W(, C)] or a tensor [C, H, W]; got {type(image).__name__}."
-        )
+    if isinstance(image, str) and image in names:
+        return names[image]()
+    image = _as_tensor(_open(image, what, names), what, names)
     image = image.as_subclass(Tensor)
     if image.dim() == 4 and image.shape[0] == 1:
         image = image[0]

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
+from .._utils.plotting import figure_and_axes
 from ._images import as_tensor, to_float
 from .functional import TextureSweep
 
@@ -68,16 +69,11 @@ def plot_disturbances(
     Returns:
         `(fig, ax)`.
     """
-    import matplotlib.pyplot as plt
-
     if not rows or not all(len(row) for row in rows):
         raise ValueError("rows must hold at least one non-empty row of images.")
     canvas, xs, ys = _montage(rows, height, pad=max(2, height // 32))
-    if ax is None:
-        inches = 1.6 * len(rows)
-        fig, ax = plt.subplots(figsize=(inches * canvas.shape[1] / canvas.shape[0] + 1, inches))
-    else:
-        fig = ax.figure
+    inches = 1.6 * len(rows)
+    fig, ax = figure_and_axes(ax, (inches * canvas.shape[1] / canvas.shape[0] + 1, inches))
     ax.imshow(canvas, interpolation="antialiased")
     ax.set_xticks(xs, list(column_labels or [""] * len(xs)))
     ax.set_yticks(ys, list(row_labels or [""] * len(ys)))
@@ -115,9 +111,7 @@ def plot_gram_distance(sweep: TextureSweep, ax: Any = None) -> tuple[Any, Any]:
     Returns:
         `(fig, ax)`.
     """
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 3.2)) if ax is None else (ax.figure, ax)
+    fig, ax = figure_and_axes(ax, (4.5, 3.2))
     for s, row in zip(sweep.strengths, sweep.gram_distance, strict=True):
         ax.plot(sweep.steps, row.numpy(), marker="o", label=f"{s:.0%}")
     ax.set_yscale("log")

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -9,8 +10,21 @@ import torch
 from PIL import Image
 
 from captum_layerinf import ExactSettings, LayerInfluence
+from captum_layerinf.analysis import Table
 from captum_layerinf.cli import main
 from captum_layerinf.experiments import STAGES, DisturbanceStudy, StudyConfig, tiny_config
+from captum_layerinf.experiments._results import (
+    Data,
+    GlobalInfluence,
+    Influence,
+    ModelState,
+    Predictions,
+    StudyResults,
+    Variants,
+)
+from captum_layerinf.experiments._sections import SECTIONS as SECTION_REGISTRY
+from captum_layerinf.experiments._sections import analyse
+from captum_layerinf.experiments._stages import STAGE_REGISTRY, StudyRun
 from captum_layerinf.experiments._variants import VARIANTS
 
 SECTIONS = (
@@ -56,9 +70,11 @@ def test_stored_scores_equal_layer_influence_called_directly(study_dir):
     cfg = StudyConfig.load(study_dir / "config.json")
     data, variants = _stage(study_dir, "data"), _stage(study_dir, "variants")
     assert len(variants["labels"]) == len(VARIANTS) * len(data["test_labels"])
-    study = DisturbanceStudy(cfg, study_dir)
-    out = {"data": data, "model": _stage(study_dir, "model")}
-    model = study._model(out)
+    run = StudyRun(cfg, study_dir)
+    run.results.update(
+        data=Data.from_dict(data), model=ModelState.from_dict(_stage(study_dir, "model"))
+    )
+    model = run.model()
     train = torch.utils.data.TensorDataset(data["train_images"], data["train_labels"])
     batch = (variants["images"][:6], variants["labels"][:6])
     direct = LayerInfluence(model, train, damping=cfg.damping).influence(batch)
@@ -95,6 +111,10 @@ def test_textured_variant_carries_the_next_class_texture_on_white(study_dir):
 def test_rerun_reads_every_stage_and_recomputes_only_missing_ones(study_dir, capsys):
     before = _stage(study_dir, "influence")["scores"]
     (study_dir / "stages" / "sweep.pt").unlink()
+    # a variants stage stored before the variants' names were recorded still resumes
+    variants = _stage(study_dir, "variants")
+    assert variants.pop("names") == list(VARIANTS)
+    torch.save(variants, study_dir / "stages" / "variants.pt")
     result = DisturbanceStudy(tiny_config(), study_dir).run()
     assert result.computed == ["sweep"]
     assert torch.equal(_stage(study_dir, "influence")["scores"], before)
@@ -171,7 +191,7 @@ def test_own_module_and_image_folder_and_new_data_at_the_same_path(tmp_path, mon
 
 
 def test_stage_keys_follow_the_content_of_data_and_weights(tmp_path):
-    from captum_layerinf.experiments._inputs import stage_keys
+    from captum_layerinf.experiments._stages import stage_keys
 
     (tmp_path / "data" / "train").mkdir(parents=True)
     (tmp_path / "data" / "train" / "x.png").write_bytes(b"1")
@@ -211,3 +231,65 @@ def test_run_fixes_the_thread_count_and_restores_it(monkeypatch, tmp_path):
     before = torch.get_num_threads()
     DisturbanceStudy(tiny_config(num_threads=before + 2), tmp_path).run()
     assert seen == [before + 2] and torch.get_num_threads() == before
+
+
+def test_the_analysis_follows_the_variants_of_the_run(study_dir, tmp_path):
+    """A fifth variant (the styled images again, under another name) reaches every table."""
+    cfg = StudyConfig.load(study_dir / "config.json")
+    r = {s.name: s.result.from_dict(_stage(study_dir, s.name)) for s in STAGE_REGISTRY}
+    v, extra = r["variants"], r["variants"].variants == VARIANTS.index("styled")
+    variants = Variants(
+        images=torch.cat([v.images, v.images[extra]]),
+        labels=torch.cat([v.labels, v.labels[extra]]),
+        variants=torch.cat([v.variants, torch.full((int(extra.sum()),), len(VARIANTS))]),
+        texture_labels=torch.cat([v.texture_labels, v.texture_labels[extra]]),
+        masks=torch.cat([v.masks, v.masks[extra]]),
+        names=[*VARIANTS, "styled again"],
+    )
+    p, i, g = r["predictions"], r["influence"], r["global"]
+    results = StudyResults(
+        data=r["data"],
+        model=r["model"],
+        variants=variants,
+        predictions=Predictions(torch.cat([p.probs, p.probs[extra]]), p.texture_probs),
+        influence=Influence(torch.cat([i.scores, i.scores[:, extra]], 1), i.layer_names),
+        global_influence=GlobalInfluence(torch.cat([g.scores, g.scores[extra]]), g.method),
+        shap=r["shap"],
+        sweep=r["sweep"],
+    )
+    (tmp_path / "stages").mkdir()
+    shutil.copy(study_dir / "stages" / r["shap"].path, tmp_path / "stages")
+    found = analyse(cfg, results, tmp_path)
+    table = {t: Table.load(tmp_path / "tables" / f"{t}.json") for t in ("table1_accuracy", "iavg")}
+    overall = {
+        row["variant"]: row
+        for row in table["table1_accuracy"].records()
+        if row["class"] == "all classes"
+    }
+    assert list(overall) == [*VARIANTS, "styled again"]
+    assert {**overall["styled again"], "variant": "styled"} == overall["styled"]
+    iavg = {row["variant"]: row for row in table["iavg"].records()}
+    assert {**iavg["styled again"], "variant": "styled"} == iavg["styled"]
+    assert "styled again" in found[0]
+    before = json.loads((study_dir / "sections.json").read_text())[0]["findings"]
+    assert found[1:5] == before[1:5]  # Tables 1 and 3 read the paper's variants by name
+    assert (tmp_path / "sections.json").is_file()
+
+
+def test_sections_are_one_registry_with_unique_keys_and_guides():
+    assert [s.key for s in SECTION_REGISTRY] == list(SECTIONS)
+    assert all(s.title and len(s.guide) > 40 and callable(s.write) for s in SECTION_REGISTRY)
+
+
+def test_a_new_variant_recomputes_the_stages_from_variants_on(monkeypatch):
+    from captum_layerinf.experiments import _stages
+    from captum_layerinf.experiments._variants import VARIANT_REGISTRY, Variant, original
+
+    cfg = tiny_config()
+    before = _stages.stage_keys(cfg)
+    registry = (*VARIANT_REGISTRY, Variant("again", original))
+    monkeypatch.setattr(_stages, "VARIANTS", tuple(v.name for v in registry))
+    after = _stages.stage_keys(cfg)
+    kept = {s.name for s in _stages.STAGE_REGISTRY if not s.uses_variants}
+    assert kept == {"data", "model"}
+    assert all((after[s] == before[s]) == (s in kept) for s in STAGES)
