@@ -45,7 +45,7 @@ test-zoo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/exact_vs_captum.py
 	$(BIN)/python benchmarks/tracin_vs_captum.py
-	$(BIN)/python benchmarks/loo_fidelity.py
+	$(BIN)/python benchmarks/fidelity.py --small
 	$(BIN)/python benchmarks/ekfac_vs_kronfluence.py
 	$(BIN)/python benchmarks/vgg16_memory.py
 	$(BIN)/python benchmarks/transforms_speed.py

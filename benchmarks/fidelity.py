@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -80,9 +81,12 @@ class Config:
     weight_decay: float = 1e-3
     epochs: int = 40
     polish_iters: int = 2000
+    polish_tol: float = 1e-10
     retrain_iters: int = 100
+    retrain_tol: float = 1e-9
     n_random: int = 30
     own_k: int = 3
+    n_noise: int = 5
     n_subsets: int = 50
     lissa_max_depth: int = 300
     cg_tol: float = 1e-6
@@ -163,9 +167,9 @@ def train_model(kind: str, cfg: Config, seed: int, folder: Path):
         seed=seed,
         on_epoch_end=save,
     )
-    LBFGSRetrain(x, y, cfg.weight_decay, iters=cfg.polish_iters)(
-        model.eval(), torch.ones(len(y), dtype=torch.bool)
-    )
+    polish = LBFGSRetrain(x, y, cfg.weight_decay, iters=cfg.polish_iters, tol=cfg.polish_tol)
+    polish(model.eval(), torch.ones(len(y), dtype=torch.bool))
+    (folder / "polish.json").write_text(json.dumps({"iters_and_max_grad": polish.log}))
     torch.save(model.state_dict(), final)
     return model, (x, y), test.tensors, paths, lr
 
@@ -230,11 +234,13 @@ def headline(name: str) -> bool:
 
 
 def own_picks(scores: dict, k: int) -> dict:
-    """Per headline estimator, `[n_test, 2k]` indices: its top-k proponents and opponents."""
+    """Per strategy and damping, `[n_test, 2k]` indices: the top-k proponents and opponents
+    of its compound (sum) or global score. Rank and vote rows are scored on the pool and
+    the random removals only: their own picks would double the retrainings."""
     return {
         name: torch.cat([s.topk(k, dim=1).indices, (-s).topk(k, dim=1).indices], 1)
         for name, s in scores.items()
-        if headline(name)
+        if name.split("|")[1] in ("sum", "global")
     }
 
 
@@ -267,7 +273,9 @@ def run_seed(kind: str, cfg: Config, seed: int, root: Path, skip=()) -> dict:
     skip = tuple(s.split(":")[-1] for s in skip if ":" not in s or s.startswith(f"{kind}:"))
     folder = root / f"{kind}-seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
+    clock = _clock()
     model, train, test_all, paths, lr = train_model(kind, cfg, seed, folder)
+    _record(folder, "train", clock)
     n = len(train[1])
     gen = torch.Generator().manual_seed(1000 + seed)
     pick = torch.randperm(len(test_all[1]), generator=gen)[: cfg.n_test]
@@ -275,19 +283,36 @@ def run_seed(kind: str, cfg: Config, seed: int, root: Path, skip=()) -> dict:
     with torch.no_grad():
         acc = (model(test_all[0]).argmax(1) == test_all[1]).double().mean().item()
     print(f"{kind} seed {seed}: {n} train, test accuracy {acc:.1%}", flush=True)
+    seconds = {"train": json.loads((folder / "seconds.json").read_text()).get("train", {})}
+    clock = _clock()
     scores = estimators(model, train, test, paths, lr, cfg, folder, skip)
+    seconds["estimators"] = _record(folder, "estimators", clock)
     own = own_picks(scores, cfg.own_k)
     random_idx = torch.randperm(n, generator=gen)[: cfg.n_random]
     pool = torch.cat([p.flatten() for p in own.values()]).unique()
     removals = torch.cat([random_idx, pool[~torch.isin(pool, random_idx)]])
     keep = torch.ones(len(removals), n, dtype=torch.bool)
     keep[torch.arange(len(removals)), removals] = False
-    retrain = LBFGSRetrain(*train, cfg.weight_decay, iters=cfg.retrain_iters)
-    start = time.perf_counter()
+    retrain = LBFGSRetrain(*train, cfg.weight_decay, iters=cfg.retrain_iters, tol=cfg.retrain_tol)
+    clock = _clock()
     loo = retrain_cached(model, retrain, test, keep, folder / "loo.pt")
     subsets = random_subsets(n, cfg.n_subsets, 0.5, seed)
     lds = retrain_cached(model, retrain, test, subsets, folder / "lds.pt")
-    print(f"  retrainings: {time.perf_counter() - start:.0f} s (0 if cached)", flush=True)
+    seconds["retrain"] = _record(folder, "retrain", clock, retrain.log)
+    # Noise floor: the first random removals again, with 3x the budget and a 100x tighter
+    # tolerance; the gap is the retraining error of the ground truth itself.
+    tight = LBFGSRetrain(
+        *train, cfg.weight_decay, iters=3 * cfg.retrain_iters, tol=cfg.retrain_tol / 100
+    )
+    ref = retrain_cached(model, tight, test, keep[: cfg.n_noise], folder / "noise.pt")
+    gap = (ref.actual - loo.actual[:, : cfg.n_noise]).abs()
+    noise = {
+        "max_gap": float(gap.max()),
+        "mean_gap": float(gap.mean()),
+        "mean_abs_effect": float(ref.actual.abs().mean()),
+        "tight_max_final_grad": max((g for _, g in tight.log), default=None),
+    }
+    print(f"  retrainings: {seconds['retrain']} (cached parts not recomputed)", flush=True)
     col = {int(j): i for i, j in enumerate(removals)}
     rand_cols = torch.arange(len(random_idx)).expand(cfg.n_test, -1)
     pool_cols = torch.tensor([col[int(j)] for j in pool]).expand(cfg.n_test, -1)
@@ -307,8 +332,39 @@ def run_seed(kind: str, cfg: Config, seed: int, root: Path, skip=()) -> dict:
         "n_removals": len(removals),
         "pool": len(pool),
         "loo_scale": float(loo.actual.abs().mean()),
+        "seconds": json.loads((folder / "seconds.json").read_text()),
+        "noise": noise,
     }
     return metrics
+
+
+def _clock() -> tuple[float, float]:
+    return time.process_time(), time.perf_counter()
+
+
+def _record(folder: Path, stage: str, clock, log=None) -> dict:
+    """Adds this stage's CPU and wall seconds (and retraining convergence) to seconds.json.
+
+    Cached stages add ~0; a resumed run sums its parts.
+    """
+    file = folder / "seconds.json"
+    done = json.loads(file.read_text()) if file.exists() else {}
+    old = done.get(stage, {"cpu": 0.0, "wall": 0.0})
+    row = {
+        "cpu": round(old["cpu"] + time.process_time() - clock[0], 1),
+        "wall": round(old["wall"] + time.perf_counter() - clock[1], 1),
+    }
+    if log:
+        iters = sorted(i for i, _ in log)
+        row["retrainings"] = old.get("retrainings", 0) + len(log)
+        row["median_iters"] = iters[len(iters) // 2]
+        row["max_iters"] = iters[-1]
+        row["max_final_grad"] = max(g for _, g in log)
+    elif "retrainings" in old:
+        row.update({k: v for k, v in old.items() if k not in ("cpu", "wall")})
+    done[stage] = row
+    file.write_text(json.dumps(done))
+    return row
 
 
 def summarise(per_seed: list[dict]) -> dict:
@@ -405,14 +461,21 @@ def main() -> None:
     )
     parser.add_argument("--seeds", default=None, help="comma-separated subset of the seeds")
     parser.add_argument("--figure", type=Path, default=None, help="where to save the figure")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: the small tensors here gain little from more, and on a "
+        "shared machine extra threads spin and burn CPU)",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     cfg = SMALL if args.small else Config()
     root = (args.out or Path("runs/fidelity")) / f"{'small' if args.small else 'full'}-{cfg.key()}"
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    start = time.perf_counter()
+    start = _clock()
     kinds = args.models.split(",")
     skip = tuple(args.skip.split(",")) if args.skip else ()
     seeds = cfg.seeds if args.seeds is None else tuple(int(s) for s in args.seeds.split(","))
@@ -423,9 +486,12 @@ def main() -> None:
             per_seed[kind].append(run_seed(kind, cfg, seed, root, skip))
     infos = {kind: [m["_info"] for m in per_seed[kind]] for kind in kinds}
     results = {kind: summarise(per_seed[kind]) for kind in kinds}
-    minutes = (time.perf_counter() - start) / 60
+    cpu_min, minutes = (time.process_time() - start[0]) / 60, (time.perf_counter() - start[1]) / 60
     print(f"\nconfig: {json.dumps(asdict(cfg))}, seeds run: {seeds}, skipped: {skip}")
-    print(f"total {minutes:.1f} min (cached parts not recomputed); per seed: {infos}\n")
+    print(
+        f"total {minutes:.1f} min wall, {cpu_min:.1f} min CPU, load average "
+        f"{os.getloadavg()} (cached parts not recomputed); per seed: {infos}\n"
+    )
     print("Aggregates and global scores (mean ± SEM over test images x seeds)\n")
     print("\n".join(table(results, layers=False)))
     print("\nEach layer alone\n")

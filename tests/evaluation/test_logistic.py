@@ -5,6 +5,8 @@ wd/2 ||θ||² by the helper's own L-BFGS retraining; `damping = wd` makes the in
 estimate exact up to second order.
 """
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -60,3 +62,24 @@ def test_lds_ranks_exact_influence_above_random(fitted):
     assert lds.mean >= 0.8, lds.per_test
     noise = torch.randn(scores.shape, generator=torch.Generator().manual_seed(1))
     assert linear_datamodeling_score(noise, effects).mean < lds.mean - 0.3
+
+
+def test_tolerance_stops_early_at_the_same_answer(fitted):
+    model, retrain, test, _ = fitted
+    keep = torch.ones(N_TRAIN, dtype=torch.bool)
+    keep[:5] = False
+    tol = 1e-7
+    early = LBFGSRetrain(retrain.inputs, retrain.labels, WD, iters=200, tol=tol)
+    full = LBFGSRetrain(retrain.inputs, retrain.labels, WD, iters=200)
+    a = early(copy.deepcopy(model), keep)
+    b = full(copy.deepcopy(model), keep)
+    (iters_early, grad_early), (iters_full, _) = early.log[-1], full.log[-1]
+    assert grad_early <= tol and iters_early < iters_full
+    # Strong convexity (modulus >= WD) bounds the distance to the optimum by |grad|_2 / WD.
+    diff = torch.cat(
+        [(p - q).flatten() for p, q in zip(a.parameters(), b.parameters(), strict=True)]
+    )
+    assert diff.norm() <= (diff.numel() ** 0.5) * tol / WD
+    # At the optimum with nothing removed there is nothing to do: no step, no drift.
+    early(copy.deepcopy(model), torch.ones(N_TRAIN, dtype=torch.bool))
+    assert early.log[-1][0] == 0
