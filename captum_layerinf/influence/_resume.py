@@ -40,6 +40,7 @@ from ._store import (
     StoreMismatchError,
     atomic_write,
     locked,
+    read_json,
     read_json_object,
     remove_stale_temporaries,
     write_json,
@@ -145,6 +146,28 @@ def _version() -> str:
     from .. import __version__
 
     return __version__
+
+
+def record_strategies(li: LayerInfluence, which: str, root: Path) -> None:
+    """Adds the fitted blocks' `(strategy, reason)` to `arguments.json` (key "strategies").
+
+    The per-layer choices of `hessian="auto"` are known only once the curvature is fitted
+    (a probe decides some), after the arguments were written.
+    """
+    from .layer_influence import GLOBAL
+
+    names = [GLOBAL] if which == GLOBAL else list(li.layer_names)
+    chosen = li.strategies
+    path = root / "arguments.json"
+    with locked(root):
+        if not path.is_file():
+            return
+        arguments = read_json(path)
+        if not isinstance(arguments, dict):
+            return
+        entry = arguments.setdefault("strategies", {})
+        entry.update({name: list(chosen[name]) for name in names})
+        write_json(path, arguments)
 
 
 def _check_root(root: Path, parts: dict[str, str]) -> None:
@@ -315,8 +338,11 @@ def _fit_or_restore(
                 f"the curvature file {path} was not fitted for this run (its fingerprint "
                 "differs or is missing); it is never adopted. " + fix
             )
-        return li._fit(which, show_progress, state=saved["state"])
+        fitted = li._fit(which, show_progress, state=saved["state"])
+        _on_lead(shard, lambda: record_strategies(li, which, store.path.parent))
+        return fitted
     strategy, ctx = li._fit(which, show_progress)
+    _on_lead(shard, lambda: record_strategies(li, which, store.path.parent))
     state = strategy.export()
     if state is not None and (shard is None or shard.rank == 0):
         record = {"fingerprint": fingerprint, "state": state}
