@@ -71,7 +71,7 @@ def test_default_check_compares_on_a_curvature_subset(relu_problem):
         assert abs(report.pearson[k] - pearson(ours[k], ref[k])) < 1e-6
 
 
-@pytest.mark.parametrize("pieces", [None, True, False])
+@pytest.mark.parametrize("pieces", [None, pytest.param(True, marks=pytest.mark.slow), False])
 def test_gauss_newton_woodbury_equals_exact_on_a_relu_net(relu_problem, monkeypatch, pieces):
     """The check's reference for Linear/Conv2d blocks (reverse passes, Woodbury) is the
     exact damped block where the logits are piecewise linear in the layer, whether it
