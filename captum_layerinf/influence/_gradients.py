@@ -62,6 +62,7 @@ class GradientEngine:
         self.loss = loss
         self.params = {n: p.detach() for n, p in model.named_parameters()}
         self._forward_ad: bool | None = None
+        self._residuals: dict[tuple, float] = {}
 
     def _select(self, names: list[str]) -> Params:
         return {n: self.params[n] for n in names}
@@ -162,7 +163,17 @@ class GradientEngine:
         second term vanishes when the outputs are piecewise linear in these parameters
         (ReLU, max-pool, eval-mode batch-norm after the layer). Returns `‖R v‖ / ‖Jᵀ Λ J v‖`
         for a random `v`, where `R` is that second term: 0.0 means Gauss-Newton is exact.
+        The answer is remembered per parameter set, seed and batch (strategies that probe
+        the same block on the same batch pay once).
         """
+        key = (tuple(names), seed, _fingerprint(inputs, labels))
+        if key not in self._residuals:
+            self._residuals[key] = self._curvature_residual(inputs, labels, names, seed)
+        return self._residuals[key]
+
+    def _curvature_residual(
+        self, inputs: tuple[Tensor, ...], labels: Tensor, names: list[str], seed: int
+    ) -> float:
         params = self._select(names)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         v = {
@@ -245,6 +256,11 @@ class GradientEngine:
         dtype = self.params[names[0]].dtype
         eye = torch.eye(numel, dtype=dtype, device=self.params[names[0]].device)
         return self.hvp(inputs, labels, names, eye, chunk_size)
+
+
+def _fingerprint(inputs: tuple[Tensor, ...], labels: Tensor) -> tuple:
+    """A cheap identity of a batch: shapes and sums of its tensors."""
+    return tuple((tuple(t.shape), float(t.double().sum())) for t in (*inputs, labels))
 
 
 def _dot(a: Params, b: Params) -> Tensor:

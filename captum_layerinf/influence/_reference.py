@@ -47,7 +47,14 @@ def loss_directions(loss, logits: Tensor, labels: Tensor) -> list[Tensor]:
 
 
 class GaussNewtonWoodbury(CurvatureStrategy):
-    """Exact inverse of the damped Gauss-Newton block of Linear/Conv2d layers (Woodbury)."""
+    """Exact inverse of the damped Gauss-Newton block of Linear/Conv2d layers (Woodbury).
+
+    A block keeps `U` either as rows `[m k, P]`, or, where that is cheaper, as the pieces
+    of each row, `g [m k, T, d_out]` and the activations `a [m, T, d_in]` of its example
+    (row `(i, c)` is `Σ_t g_ict a_itᵀ`): with few positions T (Linear layers, the small
+    feature maps of the last convolutions) the Gram matrix `U Uᵀ` then costs
+    `(m k)² T² (d_in + d_out)` instead of `(m k)² d_in d_out`.
+    """
 
     name = "gauss-newton"
     Settings = _NoSettings
@@ -56,36 +63,121 @@ class GaussNewtonWoodbury(CurvatureStrategy):
         """One forward and k reverse passes per batch; keeps `U` and `(m λ I + U Uᵀ)`'s factor."""
         self.blocks = blocks
         found = [structured_layer(ctx.model, b.layers, b.param_names) for b in blocks]
-        layers = [s for s in found if s is not None]
-        assert len(layers) == len(found)  # chosen for Linear/Conv2d blocks only
-        taps = Taps(ctx.model, layers)
+        self.layers = [s for s in found if s is not None]
+        assert len(self.layers) == len(found)  # chosen for Linear/Conv2d blocks only
+        taps = Taps(ctx.model, self.layers)
         rows: list[list[Tensor]] = [[] for _ in blocks]
+        acts_kept: list[list[Tensor]] = [[] for _ in blocks]
+        examples: list[list[Tensor]] = [[] for _ in blocks]
+        self.pieces: list[bool] = []  # per block, chosen on the first batch
         seen = 0
         for inputs, labels in ctx.batches("Gauss-Newton reference"):
-            seen += len(labels)
             logits = taps.forward(inputs)
             acts = taps.activations()
             dirs = loss_directions(ctx.loss, logits, labels)
+            if not self.pieces:
+                rows_total = ctx.n_train * len(dirs)
+                self.pieces = [
+                    _use_pieces(s, a, rows_total) for s, a in zip(self.layers, acts, strict=True)
+                ]
+            index = torch.arange(seen, seen + len(labels), device=labels.device)
             for j, d in enumerate(dirs):
                 grads = taps.output_grads(logits, d, retain=j < len(dirs) - 1)
                 for b, (a, g) in enumerate(zip(acts, grads, strict=True)):
-                    per_example = torch.einsum("bto,bti->boi", g, a)
-                    rows[b].append(layers[b].to_flat(per_example).detach())
+                    if self.pieces[b]:
+                        rows[b].append(g.detach())
+                        examples[b].append(index)
+                    else:
+                        per_example = torch.einsum("...to,...ti->...oi", g, a)
+                        rows[b].append(self.layers[b].to_flat(per_example).detach())
+            for b, a in enumerate(acts):
+                if self.pieces[b]:
+                    acts_kept[b].append(a.detach())
+            seen += len(labels)
         ctx.check_count(seen)
         self.u = [torch.cat(r) for r in rows]
+        self.a = [torch.cat(a) if a else None for a in acts_kept]
+        self.rows_of = [torch.cat(e) if e else None for e in examples]
         self.factors = []
-        for u in self.u:
-            gram = _gram(u)
+        for b, u in enumerate(self.u):
+            gram = self._piece_gram(b) if self.pieces[b] else _gram(u)
             eye = torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
             self.factors.append(torch.linalg.cholesky(gram + ctx.n_train * self.damping * eye))
 
+    def _pieces_of(self, b: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Block `b`'s pieces: output gradients `g`, activations `a`, row -> example `ex`."""
+        a, ex = self.a[b], self.rows_of[b]
+        assert a is not None and ex is not None  # kept for the blocks stored as pieces
+        return self.u[b], a, ex
+
+    def _piece_gram(self, b: int) -> Tensor:
+        """`U Uᵀ` from the pieces: `Σ_{t,s} (g_rt · g_r's)(a_rt · a_r's)`, float64."""
+        g, a, ex = self._pieces_of(b)
+        n, t = g.shape[:2]
+        step = max(1, int((PIECE_CHUNK_ELEMENTS / t**2) ** 0.5))
+        out = torch.empty(n, n, dtype=torch.float64, device=g.device)
+        for lo in range(0, n, step):
+            gi, ai = g[lo : lo + step].double(), a[ex[lo : lo + step]].double()
+            for lo2 in range(0, n, step):
+                gj, aj = g[lo2 : lo2 + step].double(), a[ex[lo2 : lo2 + step]].double()
+                gg = torch.einsum("ito,juo->itju", gi, gj)
+                aa = torch.einsum("itd,jud->itju", ai, aj)
+                out[lo : lo + step, lo2 : lo2 + step] = (gg * aa).sum((1, 3))
+        return out
+
+    def _u_times(self, b: int, v: Tensor) -> Tensor:
+        """`U V` `[r, n]` for flat vectors `v [n, P]` (float64)."""
+        if not self.pieces[b]:
+            return _matmul(self.u[b], v.T)
+        m = self.layers[b].from_flat(v)  # [n, d_out, d_in]
+        g, a, ex = self._pieces_of(b)
+        out = []
+        step = max(1, PIECE_CHUNK_ELEMENTS // max(1, g.shape[1] * len(v) * m.shape[-1]))
+        for lo in range(0, len(g), step):
+            gv = torch.einsum("rto,noi->rtni", g[lo : lo + step].double(), m)
+            out.append(torch.einsum("rtni,rti->rn", gv, a[ex[lo : lo + step]].double()))
+        return torch.cat(out)
+
+    def _u_transposed_times(self, b: int, z: Tensor) -> Tensor:
+        """`Uᵀ Z` as flat vectors `[n, P]` for `z [r, n]` (float64)."""
+        if not self.pieces[b]:
+            return _matmul_t(self.u[b], z).T
+        g, a, ex = self._pieces_of(b)
+        g, a = g.double(), a.double()
+        mats = []
+        for k in range(z.shape[1]):
+            # Rows of one example share its activations: sum their weighted g first.
+            gz = torch.zeros(len(a), *g.shape[1:], dtype=g.dtype, device=g.device)
+            gz.index_add_(0, ex, g * z[:, k, None, None])
+            mats.append(gz.flatten(0, 1).T @ a.flatten(0, 1))
+        return self.layers[b].to_flat(torch.stack(mats))
+
     def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
         """`(G_b + λ I)^{-1} v` for each row of `vectors [n, P]`, float64."""
-        u, chol = self.u[block], self.factors[block]
         v = vectors.double()
-        uv = _matmul(u, v.T)  # [r, n]
-        z = torch.cholesky_solve(uv, chol)
-        return (v - _matmul_t(u, z).T) / self.damping
+        z = torch.cholesky_solve(self._u_times(block, v), self.factors[block])
+        return (v - self._u_transposed_times(block, z)) / self.damping
+
+
+PIECE_CHUNK_ELEMENTS = 2**22
+"""Largest intermediate (float64 elements) formed at once from the pieces."""
+
+
+def _use_pieces(layer, a: Tensor, rows: int) -> bool:
+    """Whether to keep a block's `U` as pieces: cheaper, or its rows would not fit.
+
+    Only ungrouped layers; `a [B, T, d_in]` are the activations of the first batch.
+    """
+    if layer.groups != 1:
+        return False
+    t, p = a.shape[-2], layer.d_in * layer.d_out
+    too_big = rows * p * a.element_size() > REFERENCE_ROWS_BYTES
+    return too_big or t * t * (layer.d_in + layer.d_out) < p
+
+
+def piece_bytes(layer, positions: int, rows: int, n: int, itemsize: int) -> int:
+    """Bytes of a block's pieces: `g [rows, T, d_out]` and `a [n, T, d_in]`."""
+    return positions * (rows * layer.d_out + n * layer.d_in) * itemsize
 
 
 def _gram(u: Tensor, cols: int = 2**20) -> Tensor:
@@ -141,20 +233,40 @@ class ReferenceStrategy(CurvatureStrategy):
         logits = ctx.engine.outputs(inputs, labels, "train_dataset")
         return len(loss_directions(ctx.loss, logits, labels))
 
+    def _positions(self, ctx: FitContext, blocks: list[Block]) -> dict[int, int]:
+        """Positions T per structured block (rows of `a [B, T, d_in]`), from one example."""
+        found = {
+            i: s
+            for i, b in enumerate(blocks)
+            if (s := structured_layer(ctx.model, b.layers, b.param_names)) is not None
+        }
+        taps = Taps(ctx.model, list(found.values()))
+        inputs, _ = ctx.first_batch()
+        with torch.no_grad():
+            taps.forward(tuple(x[:1] for x in inputs))
+        acts = taps.activations()
+        return {i: a.shape[-2] for i, a in zip(found, acts, strict=True)}
+
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
         """Chooses and fits the reference of every block."""
         self.blocks = blocks
         itemsize = next(ctx.model.parameters()).element_size()
-        rows = None
+        rows, positions = None, None
         self.kinds = []
         for i, b in enumerate(blocks):
             if 8 * b.numel**2 <= REFERENCE_DENSE_BYTES and self._exact_in_reuse(i):
                 # Exact on the same data is deterministic: the checked fit is reused.
                 self.kinds.append("reused")
                 continue
-            if structured_layer(ctx.model, b.layers, b.param_names) is not None:
+            layer = structured_layer(ctx.model, b.layers, b.param_names)
+            if layer is not None:
                 rows = rows if rows is not None else ctx.n_train * self._n_directions(ctx)
-                if rows * b.numel * itemsize <= REFERENCE_ROWS_BYTES:
+                fits = rows * b.numel * itemsize <= REFERENCE_ROWS_BYTES
+                if not fits and layer.groups == 1:
+                    positions = positions or self._positions(ctx, blocks)
+                    need = piece_bytes(layer, positions[i], rows, ctx.n_train, itemsize)
+                    fits = need <= REFERENCE_ROWS_BYTES
+                if fits:
                     self.kinds.append("gauss-newton")
                     continue
             self.kinds.append("exact" if 8 * b.numel**2 <= REFERENCE_DENSE_BYTES else "cg")

@@ -46,11 +46,12 @@ from ._store import (
     StoreMismatchError,
     atomic_write,
     locked,
+    read_json,
     read_json_object,
     remove_stale_temporaries,
     write_json,
 )
-from .strategies import CurvatureStrategy, FitContext
+from .strategies import AutoStrategy, CurvatureStrategy, FitContext
 
 COMPONENTS = {
     "format": "the store's format (written by another version of captum-layerinf)",
@@ -187,6 +188,29 @@ def run_arguments(run: RunSpec, sizes: list[int], world: int) -> dict[str, Any]:
             "python": platform.python_version(),
         },
     }
+
+
+def record_strategies(root: Path, strategy: CurvatureStrategy) -> None:
+    """Adds the fitted blocks' `(strategy, reason)` to `arguments.json` (key "strategies").
+
+    The per-layer choices of `hessian="auto"` are known only once the curvature is fitted
+    (a probe decides some), after the arguments were written. The entries read as
+    `LayerInfluence.strategies` does.
+    """
+    if isinstance(strategy, AutoStrategy):
+        chosen = {b.name: list(strategy.choices[b.name]) for b in strategy.blocks}
+    else:
+        given = [strategy.name, f"hessian={strategy.name!r} was given"]
+        chosen = {b.name: given for b in strategy.blocks}
+    path = root / "arguments.json"
+    with locked(root):
+        if not path.is_file():
+            return
+        arguments = read_json(path)
+        if not isinstance(arguments, dict):
+            return
+        arguments.setdefault("strategies", {}).update(chosen)
+        write_json(path, arguments)
 
 
 def _check_root(root: Path, parts: dict[str, str]) -> None:
@@ -357,8 +381,11 @@ def _fit_or_restore(
                 f"the curvature file {path} was not fitted for this run (its fingerprint "
                 "differs or is missing); it is never adopted. " + fix
             )
-        return fit(saved["state"])
+        fitted = fit(saved["state"])
+        _on_lead(shard, lambda: record_strategies(stored.curvature.parent, fitted[0]))
+        return fitted
     strategy, ctx = fit(None)
+    _on_lead(shard, lambda: record_strategies(stored.curvature.parent, strategy))
     state = strategy.export()
     if state is not None and (shard is None or shard.rank == 0):
         record = {"fingerprint": fingerprint, "state": state}

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from captum_layerinf import AutoSettings, CGSettings, LayerInfluence
-from captum_layerinf.influence.strategies import AutoStrategy
+from captum_layerinf import AutoSettings, CGSettings, EKFACSettings, LayerInfluence
+from captum_layerinf.influence.strategies import AutoStrategy, make_strategy
+from captum_layerinf.influence.strategies.auto import AUTO_EKFAC_DENSE_DIM
 
 SMALL = AutoSettings(max_block_bytes=8 * 300**2)  # tiny_cnn: convs exact, the linear EK-FAC
 
@@ -135,3 +136,15 @@ def test_show_progress_in_the_constructor_draws_bars(relu_problem, capsys):
     assert "influence" in capsys.readouterr().err
     LayerInfluence(model, train).influence(test.tensors)
     assert capsys.readouterr().err == ""
+
+
+def test_auto_decomposes_wide_low_rank_kronecker_factors_from_their_rows():
+    """Under "auto", EK-FAC takes factors wider than AUTO_EKFAC_DENSE_DIM from their rows
+    (the same eigenbasis, see test_ekfac's memory-bounded test), except where the factors
+    are summed across processes as dense matrices, or where the user set EK-FAC's settings."""
+    auto = make_strategy("auto", 0.1)
+    assert auto._make("ekfac", sharded=False).settings.max_dense_dim == AUTO_EKFAC_DENSE_DIM
+    assert auto._make("ekfac", sharded=True).settings == EKFACSettings()
+    given = EKFACSettings(fisher="empirical")
+    mine = make_strategy(AutoSettings(sub_settings=(given,)), 0.1)
+    assert mine._make("ekfac", sharded=False).settings == given

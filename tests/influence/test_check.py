@@ -6,6 +6,7 @@ import torch
 from captum_layerinf import AutoSettings, FidelityReport, LayerInfluence
 from captum_layerinf._utils.data import as_dataloader
 from captum_layerinf._utils.stats import pearson
+from captum_layerinf.influence import _reference
 from captum_layerinf.influence._reference import GaussNewtonWoodbury
 
 
@@ -70,10 +71,15 @@ def test_default_check_compares_on_a_curvature_subset(relu_problem):
         assert abs(report.pearson[k] - pearson(ours[k], ref[k])) < 1e-6
 
 
-def test_gauss_newton_woodbury_equals_exact_on_a_relu_net(relu_problem):
+@pytest.mark.parametrize("pieces", [None, pytest.param(True, marks=pytest.mark.slow), False])
+def test_gauss_newton_woodbury_equals_exact_on_a_relu_net(relu_problem, monkeypatch, pieces):
     """The check's reference for Linear/Conv2d blocks (reverse passes, Woodbury) is the
-    exact damped block where the logits are piecewise linear in the layer."""
+    exact damped block where the logits are piecewise linear in the layer, whether it
+    keeps its rows or their pieces (forced here; None: its own choice per block)."""
+    if pieces is not None:
+        monkeypatch.setattr(_reference, "_use_pieces", lambda *_: pieces)
     model, train, _ = relu_problem
+    train = train.tensors[0][:24], train.tensors[1][:24]  # 216 rows of U: a fast forced case
     li = LayerInfluence(model, train, hessian="exact", damping=1e-2)
     exact, ctx = li._fit("layers", False)
     gn = GaussNewtonWoodbury(None, li.damping)

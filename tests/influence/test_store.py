@@ -56,6 +56,8 @@ def test_scores_on_disk_equal_the_in_memory_ones(problem, reference, tmp_path):
     assert torch.equal(store.chunk(1), reference[..., 6:12])
     args = json.loads((tmp_path / "arguments.json").read_text())
     assert args["hessian"] == "auto" and args["damping"] == DAMPING and args["n_train"] == 26
+    # The per-layer choices of "auto", as `li.strategies` gives them after the fit.
+    assert args["strategies"] == {n: list(li.strategies[n]) for n in ["0", "4", "6"]}
     # Top-k and compound scores are merged across chunks.
     top = li.influence(test, k=4, proponents=False)
     expected = torch.topk(reference, 4, dim=-1, largest=False)

@@ -52,9 +52,13 @@ from .base import (
     make_strategy,
     register_strategy,
 )
-from .exact import ExactSettings
+from .ekfac import EKFACSettings
+from .exact import ExactSettings, probe_batch
 
 BLOCK_DIAGONAL = "block-diagonal"
+AUTO_EKFAC_DENSE_DIM = 2048
+"""EK-FAC's `max_dense_dim` under "auto": wider Kronecker factors with fewer data rows than
+dimensions are decomposed from their rows (see `AutoStrategy._make`)."""
 
 
 @dataclass(frozen=True)
@@ -184,10 +188,16 @@ class AutoStrategy(CurvatureStrategy):
         )
         return BLOCK_DIAGONAL, reason
 
-    def _make(self, name: str) -> CurvatureStrategy:
+    def _make(self, name: str, sharded: bool) -> CurvatureStrategy:
         cls = _REGISTRY[name]
         sub_settings: tuple[StrategySettings, ...] = self.settings.sub_settings
         given = next((s for s in sub_settings if type(s) is cls.Settings), None)
+        if given is None and cls.Settings is EKFACSettings and not sharded:
+            # A Kronecker factor with fewer data rows than dimensions (the last convolutions
+            # of a small training set) is decomposed from its rows: the same eigenbasis
+            # (exact, see EKFACSettings.max_dense_dim), at a fraction of a dense
+            # eigendecomposition's cost, which can also fail on such rank-deficient factors.
+            given = EKFACSettings(max_dense_dim=AUTO_EKFAC_DENSE_DIM)
         strategy = make_strategy(given if given is not None else name, self.damping)
         if not strategy.has_inverse_hvp():
             raise ValueError(
@@ -201,7 +211,7 @@ class AutoStrategy(CurvatureStrategy):
         if block.numel <= self.settings.max_hvp_params:
             return False
         if self._batch is None:
-            self._batch = ctx.first_batch()
+            self._batch = probe_batch(ctx, ExactSettings().probe_examples)
         try:
             r = ctx.engine.curvature_residual(*self._batch, list(block.param_names))
         except RuntimeError:  # The probe itself needs products the model does not support.
@@ -271,7 +281,7 @@ class AutoStrategy(CurvatureStrategy):
                     f"hessian='auto' chose {bad}, which cannot be split across processes; run "
                     "in one process, or set AutoSettings to shardable strategies."
                 )
-        self.strategies = {n: self._make(n) for n in used}
+        self.strategies = {n: self._make(n, ctx.shard is not None) for n in used}
         self._route = []
         for n in dict.fromkeys(names):
             own = [i for i, m in enumerate(names) if m == n]

@@ -31,6 +31,8 @@ class ExactSettings:
         hvp_chunk_size: Hessian-vector products evaluated at once when building a block
             from true Hessian products.
         probe_seed: Seed of the probe's random direction.
+        probe_examples: Examples of the first training batch the probe runs on (the
+            left-out term vanishes on every example or on almost none).
     """
 
     max_block_bytes: int = 2 * 1024**3
@@ -38,12 +40,19 @@ class ExactSettings:
     residual_tol: float = 1e-10
     hvp_chunk_size: int = 256
     probe_seed: int = 0
+    probe_examples: int = 4
 
     def __post_init__(self) -> None:
         if self.gauss_newton not in ("auto", "always", "never"):
             raise ValueError(
                 f"gauss_newton must be 'auto', 'always' or 'never'; got {self.gauss_newton!r}."
             )
+
+
+def probe_batch(ctx: FitContext, n: int) -> tuple[tuple[Tensor, ...], Tensor]:
+    """The first `n` examples of the first training batch (the same on every rank)."""
+    inputs, labels = ctx.first_batch()
+    return tuple(x[:n] for x in inputs), labels[:n]
 
 
 @register_strategy
@@ -75,7 +84,7 @@ class ExactStrategy(CurvatureStrategy):
         self.method: list[str] = []
         self.residual: list[float] = []
         # Probed on the first training batch, the same on every rank.
-        self._choose_methods(ctx, blocks, *ctx.first_batch())
+        self._choose_methods(ctx, blocks, *probe_batch(ctx, self.settings.probe_examples))
         seen = 0
         for inputs, labels in ctx.batches("exact Hessian blocks"):
             seen += len(labels)
