@@ -246,8 +246,11 @@ def _on_lead(shard: Shard | None, action: Any) -> None:
         raise StoreMismatchError(f"rank 0 could not open the store: {message}")
 
 
-def _select(ctx: FitContext, wanted: list[int]) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
-    """The training batches with the wanted indices, validated, in order."""
+def _select(ctx: FitContext, wanted: list[int]) -> Iterator[tuple[int, tuple[Tensor, ...], Tensor]]:
+    """`(index, inputs, labels)` of the training batches with the wanted indices, in order.
+
+    Not validated: `LayerInfluence._score_batches` validates those it computes.
+    """
     remaining = set(wanted)
     bar = tqdm(total=len(wanted), desc="score chunks", disable=not ctx.show_progress, leave=False)
     with bar:
@@ -257,8 +260,7 @@ def _select(ctx: FitContext, wanted: list[int]) -> Iterator[tuple[tuple[Tensor, 
             if i in remaining:
                 remaining.discard(i)
                 inputs, labels = split_batch(batch, ctx.device, "train_dataset")
-                ctx.validate_batch(inputs, labels, "train_dataset")
-                yield inputs, labels
+                yield i, inputs, labels
                 bar.update()
 
 
@@ -280,7 +282,7 @@ def _computed(
         for i in wanted:
             yield i, scores[..., bounds[i][0] : bounds[i][1]], seconds
         return
-    scored = li._score_batches(strategy, ctx, test_loader, _select(ctx, wanted))
+    scored = li._score_batches(strategy, ctx, test_loader, _select(ctx, wanted), indexed=True)
     for i, chunk in zip(wanted, scored, strict=True):
         now = time.perf_counter()
         yield i, chunk, now - start

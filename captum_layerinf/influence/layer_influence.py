@@ -14,6 +14,7 @@ from captum.influence import DataInfluence
 from captum.influence._utils.common import KMostInfluentialResults
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from .._utils.data import as_dataloader, iter_batches
 from .._utils.losses import ExampleLoss
@@ -407,6 +408,7 @@ class LayerInfluence(DataInfluence):
                 other = self._fitted.get("layers" if which == GLOBAL else GLOBAL)
                 if other is not None and isinstance(other[0], AutoStrategy):
                     strategy.reuse = other[0]  # Same data and damping: shared blocks reused.
+            strategy.keep_factors = True
             if state is None:
                 strategy.fit(ctx, self._blocks(which))
             else:
@@ -442,11 +444,15 @@ class LayerInfluence(DataInfluence):
         ctx: FitContext,
         test_loader: DataLoader,
         train_batches: Iterable[tuple[tuple[Tensor, ...], Tensor]],
+        indexed: bool = False,
     ) -> Iterator[Tensor]:
         """Scores `Tensor [n_blocks, n_test, B]` (float64) per training batch.
 
         The test side is preconditioned at the call (on every rank alike), the training
-        batches are scored as the iterator is consumed.
+        batches are scored as the iterator is consumed. With `indexed`, `train_batches`
+        yields unvalidated `(index in the training loader, inputs, labels)`: a batch whose
+        pieces the strategy kept from its fit (`kept_factors`) is scored from them, any
+        other is validated and scored by its own forward and backward pass.
         """
         source = self._source(strategy, ctx)
         queries = precondition(
@@ -455,7 +461,12 @@ class LayerInfluence(DataInfluence):
             strategy.inverse_hvp,
             self.query_rank,
         )
-        return (score_batch(source, queries, x, y) for x, y in train_batches)
+        if not indexed:
+            return (score_batch(source, queries, x, y) for x, y in train_batches)
+        return (
+            score_batch(source, queries, x, y, _kept_or_checked(strategy, ctx, i, x, y))
+            for i, x, y in train_batches
+        )
 
     def _chunks(self, which: str, test_loader: DataLoader, show_progress: bool) -> Iterator[Tensor]:
         """Score chunks `[n_blocks, n_test, B]` in training order."""
@@ -466,7 +477,14 @@ class LayerInfluence(DataInfluence):
         if strategy.delegates_scoring:
             yield strategy.scores(ctx, test_loader)
         else:
-            yield from self._score_batches(strategy, ctx, test_loader, ctx.batches("influence"))
+            batches = tqdm(
+                ctx.own_indexed_batches(),
+                total=len(ctx.train_loader),
+                desc="influence",
+                disable=not ctx.show_progress,
+                leave=False,
+            )
+            yield from self._score_batches(strategy, ctx, test_loader, batches, indexed=True)
 
     def _run(
         self,
@@ -488,3 +506,13 @@ class LayerInfluence(DataInfluence):
         if isinstance(result, Tensor):
             return result.to(self._dtype)
         return KMostInfluentialResults(result.indices, result.influence_scores.to(self._dtype))
+
+
+def _kept_or_checked(
+    strategy: CurvatureStrategy, ctx: FitContext, index: int, inputs: tuple, labels: Tensor
+) -> dict | None:
+    """The pieces the fit kept of training batch `index`; else validates the batch, None."""
+    factors = strategy.kept_factors(index)
+    if factors is None:
+        ctx.validate_batch(inputs, labels, "train_dataset")
+    return factors

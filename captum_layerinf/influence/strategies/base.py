@@ -63,9 +63,14 @@ class FitContext:
 
     def own_batches(self) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
         """This rank's training batches on the device, not validated (already done by fit)."""
+        for _, inputs, labels in self.own_indexed_batches():
+            yield inputs, labels
+
+    def own_indexed_batches(self) -> Iterator[tuple[int, tuple[Tensor, ...], Tensor]]:
+        """`own_batches` with each batch's index in the training loader."""
         for i, batch in enumerate(iter_batches(self.train_loader, self.device, "train_dataset")):
             if self.shard is None or self.shard.owns(i):
-                yield batch
+                yield i, *batch
 
     def first_batch(self) -> tuple[tuple[Tensor, ...], Tensor]:
         """The first training batch (the same on every rank), validated."""
@@ -137,6 +142,10 @@ class CurvatureStrategy(ABC):
     shardable: ClassVar[bool] = False
     """Whether `fit` is correct under torch.distributed with a sharded `FitContext`
     (sums over the training set all-reduced); others raise an error there."""
+    keep_factors: bool = False
+    """Set by `LayerInfluence` on the strategy it scores with (not on strategies used
+    inside another): a strategy that can keep the training batches' pieces for scoring
+    (`kept_factors`) does so only then."""
 
     def __init__(self, settings: Any, damping: float) -> None:
         self.settings = settings
@@ -150,6 +159,17 @@ class CurvatureStrategy(ABC):
     def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
         """Returns `(H_b + damping I)^{-1} v` for each row v of `vectors [m, P]`, in float64."""
         raise NotImplementedError(f"strategy {self.name!r} does not provide inverse_hvp.")
+
+    def kept_factors(self, batch: int) -> dict[int, tuple[Tensor, Tensor]] | None:
+        """The pieces `{block: (a, g)}` of training batch `batch`, kept by `fit`, or None.
+
+        `batch` is the batch's index in the training loader. For the Linear/Conv blocks
+        of `BlockGradients.factors`: `a` the layer's inputs and `g` its output gradients of
+        the true-label loss. Scoring uses them in place of its own forward and backward
+        pass, and does not validate that batch again (the fit did). None (the default):
+        scoring computes them.
+        """
+        return None
 
     def scores(self, ctx: FitContext, test_loader: DataLoader) -> Tensor:
         """Scores `Tensor [n_blocks, n_test, n_train]` (delegating strategies only)."""
