@@ -143,13 +143,13 @@ def squared_moments(
     if len(rows) == len(a) and bool((rows[1:] > rows[:-1]).all()):
         a, rows = a, None  # every row, in order: no gather
     if first and g.shape[2] == 1:
-        a = (a if rows is None else a[rows])[:, :, 0]
+        a = (a if rows is None else a.index_select(0, rows))[:, :, 0]
         return torch.einsum("bgo,bgi->goi", g[:, :, 0] ** 2, a**2).double()
     per = g.shape[1] * g.shape[3] * a.shape[3] * g.element_size()
     step = max(1, chunk // per)
     total = 0
     for lo in range(0, len(g), step):
-        part = a[lo : lo + step] if rows is None else a[rows[lo : lo + step]]
+        part = a[lo : lo + step] if rows is None else a.index_select(0, rows[lo : lo + step])
         m = torch.einsum("bgto,bgti->bgoi", g[lo : lo + step], part)
         if not first:
             m = q_g.mT @ m @ q_a

@@ -283,13 +283,13 @@ class EKFACStrategy(CurvatureStrategy):
         for step, j in enumerate(shared):
             rows = keep[:, j].nonzero().flatten()
             grads = taps.output_grads(logits, cot[:, j], retain=step < len(shared) - 1)
-            yield rows, [g[rows] for g in grads] if len(rows) < n else grads
+            yield rows, [g.index_select(0, rows) for g in grads] if len(rows) < n else grads
         rest = keep.clone()
         rest[:, shared] = False
         ex, j = rest.nonzero(as_tuple=True)
         for lo in range(0, len(ex), n):
             rows, dirs = ex[lo : lo + n], j[lo : lo + n]
-            sub = taps.forward(tuple(x[rows] for x in inputs))
+            sub = taps.forward(tuple(x.index_select(0, rows) for x in inputs))
             yield rows, taps.output_grads(sub, cot[rows, dirs], retain=False)
 
     def _first_pass(self, taps: Taps, index: list[int]) -> tuple[list, list]:
