@@ -14,10 +14,13 @@ otherwise.
 
 Cost in training epochs: the CPU time of all-layer `ekfac` (fit, and fit plus one test
 example's scores) divided by the CPU time of one forward+backward epoch over the training
-set (batch 64), measured back to back in the same process, best of 3 (CPU time, so that
-other jobs on the machine do not distort the ratio).
+set (batch 64), measured back to back in the same process, best of 3, on one thread (CPU
+time, so that other jobs on the machine do not distort the ratio; one thread, because the
+CPU time of several counts the time they spend waiting on each other, which a loaded
+machine inflates).
 
     python benchmarks/ekfac_vs_kronfluence.py
+    EPOCHS_ONLY=1 python benchmarks/ekfac_vs_kronfluence.py    # the epochs table only
 """
 
 from __future__ import annotations
@@ -73,16 +76,34 @@ def ekfac_epochs(model, train, test, settings: EKFACSettings, repeats: int = 3) 
     """All-layer EK-FAC's CPU time in epochs: fit, and fit plus one test example's scores."""
     x, y = test.tensors
     fit, total = float("inf"), float("inf")
-    for _ in range(repeats):
-        epoch = epoch_seconds(model, train, repeats=2)
-        li = LayerInfluence(model, train, hessian=settings)
-        start = time.process_time()
-        li._fit("layers", False)
-        fitted = time.process_time()
-        li.influence((x[:1], y[:1]))
-        fit = min(fit, (fitted - start) / epoch)
-        total = min(total, (time.process_time() - start) / epoch)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(repeats):
+            epoch = epoch_seconds(model, train, repeats=2)
+            li = LayerInfluence(model, train, hessian=settings)
+            start = time.process_time()
+            li._fit("layers", False)
+            fitted = time.process_time()
+            li.influence((x[:1], y[:1]))
+            fit = min(fit, (fitted - start) / epoch)
+            total = min(total, (time.process_time() - start) / epoch)
+    finally:
+        torch.set_num_threads(threads)
     return {"fit": fit, "fit + 1 test": total}
+
+
+EPOCH_SETTINGS = {
+    "default": EKFACSettings(),
+    "class_tol=0": EKFACSettings(class_tol=0.0),
+    "sampled": EKFACSettings(fisher="sampled"),
+}
+
+
+def print_epochs(epochs: dict) -> None:
+    print("\nall-layer ekfac in training epochs (CPU time, best of 3): fit | fit + 1 test\n")
+    for setting, e in epochs.items():
+        print(f"- {setting}: {e['fit']:.1f} | {e['fit + 1 test']:.1f}")
 
 
 def run_method(job: str, n_train: int, n_test: int, out: Path) -> None:
@@ -108,9 +129,7 @@ def run_method(job: str, n_train: int, n_test: int, out: Path) -> None:
     extra = {"accuracy": acc, "per_damping": seconds, "layers": layers}
     if method == "ekfac":
         extra["epochs"] = {
-            "default": ekfac_epochs(model, train, test, EKFACSettings()),
-            "class_tol=0": ekfac_epochs(model, train, test, EKFACSettings(class_tol=0.0)),
-            "sampled": ekfac_epochs(model, train, test, EKFACSettings(fisher="sampled")),
+            k: ekfac_epochs(model, train, test, v) for k, v in EPOCH_SETTINGS.items()
         }
     save_result(out, job, torch.stack(scores), min(seconds), **extra)
 
@@ -168,12 +187,18 @@ def report(name: str, r: dict, n_train: int, n_test: int) -> None:
         print(f"| {m} | {t} | {r[m]['peak_mib']:.0f} |")
     kf, ours = r["kronfluence"]["seconds"], r["ekfac"]["seconds"]
     print(f"\nours ekfac vs kronfluence (best damping each): {kf / ours:.1f}x faster")
-    print("\nall-layer ekfac in training epochs (CPU time, best of 3): fit | fit + 1 test\n")
-    for setting, e in r["ekfac"]["epochs"].items():
-        print(f"- {setting}: {e['fit']:.1f} | {e['fit + 1 test']:.1f}")
+    print_epochs(r["ekfac"]["epochs"])
 
 
 def main() -> None:
+    if os.environ.get("EPOCHS_ONLY"):
+        warnings.filterwarnings("ignore")
+        for w in WORKLOADS:
+            model, train, test, _ = workload(w, 600, 40)
+            print(f"\n## {w}")
+            epochs = {k: ekfac_epochs(model, train, test, s) for k, s in EPOCH_SETTINGS.items()}
+            print_epochs(epochs)
+        return
     jobs = tuple(f"{w}:{m}" for w in WORKLOADS for m in METHODS)
     ran = run_benchmark(__doc__, __file__, jobs, run_method, n_train=600, n_test=40)
     if ran is None:

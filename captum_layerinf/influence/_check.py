@@ -158,7 +158,7 @@ def check_fidelity(
     x, y = tuple(t.to(ctx.device) for t in train[:-1]), train[-1].to(ctx.device)
     results = []
     for s in (strategy, ref):
-        chunks = s.scores(ctx, test_loader, lambda desc: [(x, y)], run.query_rank)
+        chunks = s.scores(ctx, test_loader, lambda desc: [(-1, x, y)], run.query_rank)
         results.append(torch.cat(list(chunks), dim=-1).double().cpu())
     ours, theirs = results
     report = FidelityReport(

@@ -328,8 +328,11 @@ def _on_lead(shard: Shard | None, action: Any) -> None:
         raise StoreMismatchError(f"rank 0 could not open the store: {message}")
 
 
-def _select(ctx: FitContext, wanted: list[int]) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
-    """The training batches with the wanted indices, validated, in order."""
+def _select(ctx: FitContext, wanted: list[int]) -> Iterator[tuple[int, tuple[Tensor, ...], Tensor]]:
+    """`(index, inputs, labels)` of the training batches with the wanted indices, in order.
+
+    Not validated: `CurvatureStrategy.scoring_batches` validates those it scores.
+    """
     remaining = set(wanted)
     bar = tqdm(total=len(wanted), desc="score chunks", disable=not ctx.show_progress, leave=False)
     with bar:
@@ -339,8 +342,7 @@ def _select(ctx: FitContext, wanted: list[int]) -> Iterator[tuple[tuple[Tensor, 
             if i in remaining:
                 remaining.discard(i)
                 inputs, labels = split_batch(batch, ctx.device, "train_dataset")
-                ctx.validate_batch(inputs, labels, "train_dataset")
-                yield inputs, labels
+                yield i, inputs, labels
                 bar.update()
 
 

@@ -191,19 +191,28 @@ def _svd(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def score_batch(
-    source: BlockGradients, queries: list[Queries], inputs: tuple[Tensor, ...], labels: Tensor
+    source: BlockGradients,
+    queries: list[Queries],
+    inputs: tuple[Tensor, ...],
+    labels: Tensor,
+    factors: dict[int, tuple[Tensor, Tensor]] | None = None,
 ) -> Tensor:
-    """Scores `Tensor [n_blocks, n_test, B]` (float64) of one training batch."""
+    """Scores `Tensor [n_blocks, n_test, B]` (float64) of one training batch.
+
+    `factors` (as `BlockGradients.factors` returns them) replaces the structured blocks'
+    forward and backward pass.
+    """
     out = torch.zeros(
         len(queries), queries[0].n, len(labels), dtype=torch.float64, device=labels.device
     )
     if any(q.rank is not None for q in queries):
-        factors = source.factors(inputs, labels)
+        factors = source.factors(inputs, labels) if factors is None else dict(factors)
         for i in [i for i in factors if queries[i].rank is not None]:
-            out[i] = _factor_scores(queries[i], *factors.pop(i), source)
+            a, g = factors.pop(i)
+            out[i] = _factor_scores(queries[i], a, g, source)
         chunks = source.chunks(inputs, labels, factors)
     else:
-        chunks = source.chunks(inputs, labels)
+        chunks = source.chunks(inputs, labels, factors)
     for i, rows, grads in chunks:
         out[i, :, rows] = queries[i].score(grads)
     return out
@@ -243,11 +252,11 @@ def preconditioned_scores(
 ) -> Iterator[Tensor]:
     """Scores `Tensor [n_blocks, n_test, B]` (float64) per training batch.
 
-    The test side is preconditioned at the call; the training batches are scored as the
-    returned iterator is consumed.
+    The test side is preconditioned at the call; the training batches `(inputs, labels,
+    kept pieces or None)` are scored as the returned iterator is consumed.
     """
     queries = precondition(source, test_batches, inverse_hvp, rank)
-    return (score_batch(source, queries, x, y) for x, y in train_batches)
+    return (score_batch(source, queries, x, y, kept) for x, y, kept in train_batches)
 
 
 def preconditioned_self_scores(

@@ -421,6 +421,7 @@ class LayerInfluence(DataInfluence):
                 other = self._fitted.get(Scope.LAYERS if scope is Scope.GLOBAL else Scope.GLOBAL)
                 if other is not None and isinstance(other[0], AutoStrategy):
                     strategy.reuse = other[0]  # Same data and damping: shared blocks reused.
+            strategy.keep_factors = True
             if state is None:
                 strategy.fit(ctx, self._blocks(scope))
             else:
@@ -485,7 +486,7 @@ class LayerInfluence(DataInfluence):
         shard = current_shard(self.device)
         if self.output_dir is None and shard is None:
             strategy, ctx = self._fit(scope, show_progress)
-            return strategy.scores(ctx, test_loader, ctx.batches, self.query_rank)
+            return strategy.scores(ctx, test_loader, ctx.indexed, self.query_rank)
         if self.output_dir is None:
             stored, sizes = None, [len(batch[-1]) for batch in self.train_dataloader]
         else:

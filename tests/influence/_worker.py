@@ -24,13 +24,14 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from captum_layerinf import CGSettings, LayerInfluence, LiSSASettings  # noqa: E402
+from captum_layerinf import CGSettings, LayerInfluence, LiSSASettings, PCGSettings  # noqa: E402
 from captum_layerinf.influence import ScoreStore  # noqa: E402
 
 # Few iterations: the processes must agree with one process, converged or not.
 SETTINGS = {
     "lissa": LiSSASettings(depth=8, power_iterations=3),
     "cg": CGSettings(max_iter=12),
+    "pcg": PCGSettings(max_iter=12),
 }
 BATCH = 8
 DAMPING = 0.1

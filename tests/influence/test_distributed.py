@@ -13,8 +13,8 @@ from .._threads import one_torch_thread
 from . import _worker
 from ._procs import WORKER, env, torchrun
 
-SHARDED = ["exact", "cg", "ekfac", "lissa", "identity"]
-STORED = ["exact", "ekfac"]
+SHARDED = ["exact", "cg", "pcg", "ekfac", "lissa", "identity"]
+STORED = ["exact", "ekfac", "pcg"]
 
 
 pytestmark = pytest.mark.slow

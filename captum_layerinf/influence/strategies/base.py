@@ -24,9 +24,13 @@ if TYPE_CHECKING:
 
 Batch = tuple[tuple[Tensor, ...], Tensor]
 """A batch `(inputs, labels)` on the model's device."""
-TrainPasses = Callable[[str], Iterable[Batch]]
+IndexedBatch = tuple[int, tuple[Tensor, ...], Tensor]
+"""A batch `(index in the training loader, inputs, labels)`, not yet validated; the index
+is -1 for a batch from elsewhere (e.g. `check`'s sample)."""
+TrainPasses = Callable[[str], Iterable[IndexedBatch]]
 """`passes(desc)`: a fresh pass over the training batches to score (`desc` labels its
-progress bar). A strategy may make several passes (one per checkpoint, for TracIn)."""
+progress bar). A strategy may make several passes (one per checkpoint, for TracIn);
+`CurvatureStrategy.scoring_batches` validates them."""
 
 
 @dataclass
@@ -54,9 +58,25 @@ class FitContext:
 
     def own_batches(self) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
         """This rank's training batches on the device, not validated (already done by fit)."""
+        for _, inputs, labels in self.own_indexed_batches():
+            yield inputs, labels
+
+    def own_indexed_batches(self) -> Iterator[IndexedBatch]:
+        """`own_batches` with each batch's index in the training loader."""
         for i, batch in enumerate(iter_batches(self.train_loader, self.device, "train_dataset")):
             if self.shard is None or self.shard.owns(i):
-                yield batch
+                yield i, *batch
+
+    def indexed(self, desc: str) -> Iterator[IndexedBatch]:
+        """One pass over this rank's training batches, with a progress bar; not validated."""
+        total = len(self.train_loader)
+        yield from tqdm(
+            self.own_indexed_batches(),
+            total=total,
+            desc=desc,
+            disable=not self.show_progress,
+            leave=False,
+        )
 
     def first_batch(self) -> tuple[tuple[Tensor, ...], Tensor]:
         """The first training batch (the same on every rank), validated."""
@@ -129,6 +149,10 @@ class CurvatureStrategy(ABC):
     shardable: ClassVar[bool] = False
     """Whether `fit` is correct under torch.distributed with a sharded `FitContext`
     (sums over the training set all-reduced); others raise an error there."""
+    keep_factors: bool = False
+    """Set by `LayerInfluence` on the strategy it scores with (not on strategies used
+    inside another): a strategy that can keep the training batches' pieces for scoring
+    (`kept_factors`) does so only then."""
 
     def __init__(self, settings: Any, damping: float) -> None:
         self.settings = settings
@@ -167,9 +191,34 @@ class CurvatureStrategy(ABC):
             self.block_gradients(ctx),
             self.inverse_hvp,
             ctx.checked(test, "inputs", "test gradients"),
-            train("influence"),
+            self.scoring_batches(ctx, train("influence")),
             query_rank,
         )
+
+    def scoring_batches(
+        self, ctx: FitContext, batches: Iterable[IndexedBatch]
+    ) -> Iterator[tuple[tuple[Tensor, ...], Tensor, dict[int, tuple[Tensor, Tensor]] | None]]:
+        """`(inputs, labels, kept pieces or None)` of each batch of a training pass.
+
+        A batch whose pieces the fit kept (`kept_factors`) was validated by the fit; any
+        other is validated here.
+        """
+        for i, inputs, labels in batches:
+            kept = self.kept_factors(i) if i >= 0 else None
+            if kept is None:
+                ctx.validate_batch(inputs, labels, "train_dataset")
+            yield inputs, labels, kept
+
+    def kept_factors(self, batch: int) -> dict[int, tuple[Tensor, Tensor]] | None:
+        """The pieces `{block: (a, g)}` of training batch `batch`, kept by `fit`, or None.
+
+        `batch` is the batch's index in the training loader. For the Linear/Conv blocks
+        of `BlockGradients.factors`: `a` the layer's inputs and `g` its output gradients of
+        the true-label loss. Scoring uses them in place of its own forward and backward
+        pass, and does not validate that batch again (the fit did). None (the default):
+        scoring computes them.
+        """
+        return None
 
     def self_scores(self, ctx: FitContext, loader: DataLoader) -> Tensor:
         """Self-influence `Tensor [n_blocks, n]` (float64) of the examples of `loader`."""

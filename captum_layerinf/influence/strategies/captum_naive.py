@@ -85,7 +85,7 @@ class CaptumStrategy(CurvatureStrategy):
                 [c.compute_intermediate_quantities((*x, y), test=True) for c in self._captum]
                 for x, y in ctx.checked(test, "inputs", "Captum influence")
             ]
-            for x, y in train("influence"):
+            for x, y, _ in self.scoring_batches(ctx, train("influence")):
                 keys = [c.compute_intermediate_quantities((*x, y)) for c in self._captum]
                 scores = torch.stack(
                     [torch.cat([t[b] @ k.T for t in tests]) for b, k in enumerate(keys)]

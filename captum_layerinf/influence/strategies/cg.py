@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -127,14 +128,18 @@ class CGStrategy(CurvatureStrategy):
     """
 
     name = "cg"
-    Settings = CGSettings
+    Settings: ClassVar[type] = CGSettings
     shardable = True
 
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
         """Validates the training set once; CG itself runs at `inverse_hvp`."""
+        ctx.validate()
+        self._set_up(ctx, blocks)
+
+    def _set_up(self, ctx: FitContext, blocks: list[Block]) -> None:
+        """Every block's Hessian-vector operator, and the tolerance for the model's dtype."""
         self.blocks = blocks
         self.ctx = ctx
-        ctx.validate()
         self.operators = [BlockHessian(ctx, b, self.settings.hvp_chunk_size) for b in blocks]
         self.iterations: dict[int, int] = {}
         self.residuals: dict[int, Tensor] = {}
@@ -143,22 +148,30 @@ class CGStrategy(CurvatureStrategy):
 
     def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
         """`(H_b + λ I)^{-1} v` for each row of `vectors [m, P]`, float64."""
+        return self._solve(block, vectors, None)
+
+    def _solve(
+        self, block: int, vectors: Tensor, preconditioner: Callable[[Tensor], Tensor] | None
+    ) -> Tensor:
+        """Runs (preconditioned) CG on block `block`; records and warns as documented."""
         name = self.blocks[block].name or "<model>"
+        label = self.name.upper()
         x, residual, it = conjugate_gradient(
             self.operators[block],
             vectors,
             self.tol,
             self.settings.max_iter,
-            f"CG {name}",
+            f"{label} {name}",
             self.ctx.show_progress,
+            preconditioner=preconditioner,
         )
         self.iterations[block], self.residuals[block] = it, residual
         worst = float(residual.max())
         if worst > self.tol:
             warnings.warn(
-                f"CG on block {name!r} stopped after {it} iterations at relative residual "
-                f"{worst:.1e} > tol {self.tol:.0e}; raise CGSettings(max_iter=...) or damping "
-                "(or tol, in float32).",
-                stacklevel=2,
+                f"{label} on block {name!r} stopped after {it} iterations at relative "
+                f"residual {worst:.1e} > tol {self.tol:.0e}; raise "
+                f"{type(self.settings).__name__}(max_iter=...) or damping (or tol, in float32).",
+                stacklevel=3,
             )
         return x

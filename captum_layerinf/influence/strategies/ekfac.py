@@ -21,15 +21,26 @@ batch needs run through the batch's graph, the others are gathered into sub-batc
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
-from torch.func import grad, vmap
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._scoring import GRAD_CHUNK_BYTES
 from .._taps import StructuredLayer, Taps, structured_layer
+from ._kronecker import (
+    KroneckerFactor,
+    expected_directions,
+    grouped,
+    grouped_all,
+    layer_blocks,
+    rotates_first,
+    sampled_or_true_cotangents,
+    squared_moments,
+    ungrouped,
+)
 from .base import Block, CurvatureStrategy, FitContext, register_strategy
 from .exact import ExactSettings, ExactStrategy
 
@@ -62,7 +73,10 @@ class EKFACSettings:
         chunk_bytes: Largest per-example gradient chunk formed at once.
         cache_bytes: The layers' inputs and output gradients of the first pass are kept
             for the second (no second forward and backward passes) while they fit in this
-            many bytes; beyond, the second pass recomputes them.
+            many bytes; beyond, the second pass recomputes them. Within the same bytes,
+            the strategy `LayerInfluence` scores with then keeps each training batch's
+            inputs and true-label output gradients, so that scoring the training set
+            needs no forward or backward pass (see `kept_factors`).
         seed: Seed of the labels drawn by `fisher="sampled"`.
     """
 
@@ -79,55 +93,6 @@ class EKFACSettings:
             raise ValueError(f"fisher must be one of {FISHERS}; got {self.fisher!r}.")
         if not 0 <= self.class_tol < 1:
             raise ValueError(f"class_tol must be in [0, 1); got {self.class_tol!r}.")
-
-
-class _Covariance:
-    """`Σ x xᵀ` over rows x per group: dense `[G, d, d]`, or the rows themselves.
-
-    The rows are kept (one group only) while fewer than the dimension.
-    """
-
-    def __init__(self, dim: int, max_dense_dim: int, device: torch.device, groups: int) -> None:
-        self.dim = dim
-        dense = groups > 1 or dim <= max_dense_dim
-        self.dense = (
-            torch.zeros(groups, dim, dim, dtype=torch.float64, device=device) if dense else None
-        )
-        self.rows: list[Tensor] = []
-        self.n_rows = 0
-
-    def add(self, x: Tensor) -> None:
-        """Adds rows `x [G, n, d]`."""
-        if self.dense is not None:
-            self.dense += (x.transpose(1, 2) @ x).double()
-            return
-        self.rows.append(x[0])
-        self.n_rows += x.shape[1]
-        if self.n_rows > self.dim:
-            # More rows than dimensions: dense in the rows' dtype to bound memory.
-            rows = torch.cat(self.rows)
-            self.dense, self.rows = (rows.T @ rows)[None], []
-
-    def eigenbasis(self, dtype: torch.dtype) -> Tensor:
-        """Orthonormal eigenvectors `[G, dim, r]`: all of them, or a basis of the rows' span.
-
-        Factors wider than 2048 are decomposed in `dtype` (the model's): a float32 basis is
-        orthonormal to ~1e-6, plenty for a preconditioner, at a third of float64's time.
-        """
-        if self.dense is not None:
-            # Scaled to unit trace: the eigenvectors are the same, the numbers tamer.
-            trace = self.dense.diagonal(dim1=1, dim2=2).sum(1).clamp_min(1e-300)
-            m = self.dense / trace[:, None, None]
-            if self.dim > 2048 and dtype != torch.float64:
-                try:
-                    return torch.linalg.eigh(m.to(dtype))[1]
-                except torch.linalg.LinAlgError:
-                    pass  # Rank-deficient factors can defeat float32; float64 copes.
-            return torch.linalg.eigh(m.double())[1]
-        rows = torch.cat(self.rows).double()
-        _, sv, vh = torch.linalg.svd(rows, full_matrices=False)
-        keep = sv > sv.max() * max(rows.shape) * torch.finfo(torch.float64).eps
-        return vh[keep].T[None]
 
 
 @register_strategy
@@ -156,9 +121,11 @@ class EKFACStrategy(CurvatureStrategy):
         self.ctx = ctx
         self.seconds: dict[str, float] = {}
         self._global: list[slice] | None = None
+        self._kept: dict[int, dict[int, tuple[Tensor, Tensor]]] = {}
+        self.ranks: dict[int, tuple[int, int]] = {}
         if len(blocks) == 1 and blocks[0].layers is None:
             # All parameters: EK-FAC is block-diagonal over the layers, as everywhere.
-            sub_blocks, self._global = _layer_blocks(ctx.model, blocks[0])
+            sub_blocks, self._global = layer_blocks(ctx.model, blocks[0])
             self._inner = EKFACStrategy(self.settings, self.damping)
             self._inner.fit(ctx, sub_blocks)
             return
@@ -169,116 +136,124 @@ class EKFACStrategy(CurvatureStrategy):
                 "set, which differs once it is split across processes; use fisher='expected' "
                 "(the default) under torchrun, or run in one process."
             )
+        self._sort_blocks()
+        if self.layers:
+            self._check_dense_under_shard()
+            self._fit_layers()
+
+    def kept_factors(self, batch: int) -> dict[int, tuple[Tensor, Tensor]] | None:
+        """Training batch `batch`'s layer inputs and true-label output gradients, if kept.
+
+        The fit keeps them (with `keep_factors`, within `cache_bytes`): its first pass
+        already has the inputs, and the true-label loss is one more backward pass through
+        the batch's graph, so scoring needs no forward or backward pass of its own.
+        """
+        return self._kept.get(batch) if self._global is None else None
+
+    def _sort_blocks(self) -> None:
+        """Linear/Conv blocks into `self.layers`; small others fitted by `exact`."""
         self.layers: dict[int, StructuredLayer] = {}
         other: list[int] = []
-        for i, b in enumerate(blocks):
-            s = structured_layer(ctx.model, b.layers, b.param_names)
+        limit = self.settings.fallback_max_params
+        for i, b in enumerate(self.blocks):
+            s = structured_layer(self.ctx.model, b.layers, b.param_names)
             if s is not None:
                 self.layers[i] = s
-            elif b.numel <= self.settings.fallback_max_params:
+            elif b.numel <= limit:
                 other.append(i)
             else:
-                kind = type(ctx.model.get_submodule(b.layers[0])).__name__ if b.layers else "all"
+                module = self.ctx.model.get_submodule(b.layers[0]) if b.layers else None
+                kind = type(module).__name__ if module is not None else "all"
                 raise ValueError(
                     f"hessian='ekfac' supports nn.Linear, nn.Conv1d and nn.Conv2d layers; "
-                    f"{b.name or '<model>'!r} ({kind}, {b.numel:,} "
-                    f"parameters) is neither and too large for the exact fallback "
-                    f"(EKFACSettings(fallback_max_params={self.settings.fallback_max_params})). "
-                    "Use hessian='cg', or leave the layer out with layers=[...]."
+                    f"{b.name or '<model>'!r} ({kind}, {b.numel:,} parameters) is neither "
+                    "and too large for the exact fallback (EKFACSettings("
+                    f"fallback_max_params={limit})). Use hessian='cg', or leave the layer out "
+                    "with layers=[...]."
                 )
         self.fallback: dict[int, int] = {i: j for j, i in enumerate(other)}
         if other:
             self._exact = ExactStrategy(ExactSettings(), self.damping)
-            self._exact.fit(ctx, [blocks[i] for i in other])
-        self.ranks: dict[int, tuple[int, int]] = {}
-        if not self.layers:
+            self._exact.fit(self.ctx, [self.blocks[i] for i in other])
+
+    def _check_dense_under_shard(self) -> None:
+        if self.ctx.shard is None:
             return
-        if ctx.shard is not None:
-            wide = [
-                f"{blocks[i].name!r} ({max(s.d_in, s.d_out)})"
-                for i, s in self.layers.items()
-                if max(s.d_in, s.d_out) > self.settings.max_dense_dim
-            ]
-            if wide:
-                raise ValueError(
-                    "under torch.distributed the Kronecker factors are summed over processes "
-                    f"as dense matrices; {', '.join(wide)} exceed(s) EKFACSettings("
-                    f"max_dense_dim={self.settings.max_dense_dim}). Raise max_dense_dim, or "
-                    "run in one process."
-                )
+        limit = self.settings.max_dense_dim
+        wide = [
+            f"{self.blocks[i].name!r} ({max(s.d_in, s.d_out)})"
+            for i, s in self.layers.items()
+            if max(s.d_in, s.d_out) > limit
+        ]
+        if wide:
+            raise ValueError(
+                "under torch.distributed the Kronecker factors are summed over processes "
+                f"as dense matrices; {', '.join(wide)} exceed(s) EKFACSettings("
+                f"max_dense_dim={limit}). Raise max_dense_dim, or run in one process."
+            )
+
+    def _fit_layers(self) -> None:
+        """The Linear/Conv blocks: factors, their eigenbases, corrected eigenvalues."""
         index = list(self.layers)
-        taps = Taps(ctx.model, [self.layers[i] for i in index])
+        taps = Taps(self.ctx.model, [self.layers[i] for i in index])
         start = time.perf_counter()
-        self._bases = self._fit_bases(taps, index)
-        self.seconds["eigenbases"] = time.perf_counter() - start - self.seconds["first pass"]
+        factors = self._first_pass(taps, index)
+        self.seconds["first pass"] = time.perf_counter() - start
         start = time.perf_counter()
-        self._eigenvalues = self._fit_eigenvalues(taps, index)
+        self._bases = self._eigenbases(factors, index)
+        self.seconds["eigenbases"] = time.perf_counter() - start
+        start = time.perf_counter()
+        self._eigenvalues = self._fit_eigenvalues(taps)
         self.seconds["second pass"] = time.perf_counter() - start
+        self._keep(index)
 
     # ------------------------------------------------------------------ passes
 
     def _directions(self, logits: Tensor, labels: Tensor, gen: torch.Generator):
-        """Cotangents `[B, K, C]` whose outer products sum to each example's logit curvature.
+        """Cotangents `[B, K, *outputs]` whose outer products sum to each example's curvature.
 
         Returns `(cotangents, keep)`, `keep [B, K]` marking the directions each example
         needs (a prefix: directions come largest eigenvalue first).
         """
-        loss = self.ctx.loss
         fisher = self.settings.fisher
         with torch.no_grad():
             logits = logits.detach()
-            if fisher != "expected":
-                if fisher == "sampled":
-                    if not loss.class_indices:
-                        raise ValueError(
-                            "EKFACSettings(fisher='sampled') needs a class-index loss such as "
-                            "cross-entropy; use fisher='expected'."
-                        )
-                    probs = torch.softmax(logits.double(), dim=1).cpu()
-                    labels = torch.multinomial(probs, 1, generator=gen).flatten().to(labels.device)
-                cot = vmap(grad(loss.single))(logits, labels)[:, None]
-                return cot, torch.ones(cot.shape[:2], dtype=torch.bool, device=cot.device)
-            values, vectors = torch.linalg.eigh(_logit_hessian(loss, logits, labels))
-            values, vectors = values.flip(1).clamp_min(0), vectors.flip(2)
-            # Exact zeros (to rounding: the softmax Hessian's null vector 1) carry nothing;
-            # beyond them, drop the smallest while their sum stays within class_tol.
-            eps = values.shape[1] * torch.finfo(values.dtype).eps
-            tail = values.flip(1).cumsum(1).flip(1)
-            keep = (tail > self.settings.class_tol * values.sum(1, keepdim=True)) & (
-                values > eps * values[:, :1]
-            )
-            k = max(1, int(keep.sum(1).max()))
-            cot = (vectors * values.sqrt()[:, None, :]).transpose(1, 2)[:, :k]
-            # Directions live in the flattened outputs; a cotangent has the outputs' shape.
-            cot = cot.reshape(len(cot), k, *logits.shape[1:])
-            return cot.to(logits.dtype), keep[:, :k]
+            if fisher == "expected":
+                return expected_directions(self.ctx.loss, logits, labels, self.settings.class_tol)
+            cot = sampled_or_true_cotangents(self.ctx.loss, logits, labels, fisher, gen)[:, None]
+            return cot, torch.ones(cot.shape[:2], dtype=torch.bool, device=cot.device)
 
-    def _passes(self, taps: Taps, desc: str):
-        """Per training batch, `(activations, iterator of (rows, output grads))`.
+    def _passes(self, taps: Taps, desc: str, with_labels: Callable[[], bool]):
+        """Per training batch, `(index, activations, iterator of (rows, output grads), true)`.
 
         Each example's curvature directions are backward passes of their own; `rows [R]`
         maps each output-gradient row to its example (its row in the activations). A
         direction most examples of the batch need is one backward pass through the batch's
         graph; the rest are gathered, (example, direction) pairs, into sub-batches of at
         most the batch size, each one forward and one backward pass. Only one sub-batch of
-        output gradients is held at once.
+        output gradients is held at once. `true` holds the output gradients of the
+        true-label loss while `with_labels()` (one more backward pass), else None.
         """
         gen = torch.Generator().manual_seed(self.settings.seed)
         seen = 0
-        for inputs, labels in self._batches(desc):
+        for i, inputs, labels in self._batches(desc):
             seen += len(labels)
             logits = self._checked_forward(taps, inputs, labels)
             cot, keep = self._directions(logits, labels, gen)
-            acts = [_grouped(a, s) for a, s in zip(taps.activations(), taps.layers, strict=True)]
+            acts = grouped_all(taps.activations(), taps.layers)
+            true = None
+            if with_labels():
+                cot_true = _loss_gradient(self.ctx.loss, logits, labels)
+                true = grouped_all(taps.output_grads(logits, cot_true, True), taps.layers)
             parts = self._direction_grads(taps, inputs, logits, cot, keep)
-            yield acts, ((rows, _grouped_all(g, taps.layers)) for rows, g in parts)
+            yield i, acts, ((rows, grouped_all(g, taps.layers)) for rows, g in parts), true
         self.ctx.check_count(seen)
 
     def _batches(self, desc: str):
         ctx = self.ctx
         total = len(ctx.train_loader)
         with tqdm(total=total, desc=desc, disable=not ctx.show_progress, leave=False) as bar:
-            for batch in ctx.own_batches():
+            for batch in ctx.own_indexed_batches():
                 bar.update()
                 yield batch
 
@@ -308,49 +283,52 @@ class EKFACStrategy(CurvatureStrategy):
         for step, j in enumerate(shared):
             rows = keep[:, j].nonzero().flatten()
             grads = taps.output_grads(logits, cot[:, j], retain=step < len(shared) - 1)
-            yield rows, [g[rows] for g in grads] if len(rows) < n else grads
+            yield rows, [g.index_select(0, rows) for g in grads] if len(rows) < n else grads
         rest = keep.clone()
         rest[:, shared] = False
         ex, col = rest.nonzero(as_tuple=True)
         for lo in range(0, len(ex), n):
             rows, dirs = ex[lo : lo + n], col[lo : lo + n]
-            sub = taps.forward(tuple(x[rows] for x in inputs))
+            sub = taps.forward(tuple(x.index_select(0, rows) for x in inputs))
             yield rows, taps.output_grads(sub, cot[rows, dirs], retain=False)
 
-    def _fit_bases(self, taps: Taps, index: list[int]) -> list[tuple[Tensor, Tensor]]:
+    def _first_pass(self, taps: Taps, index: list[int]) -> tuple[list, list]:
+        """The Kronecker factors `(G, A)` of every layer, summed over the training set.
+
+        The pass's pieces are kept for the second pass while they fit in `cache_bytes`,
+        with the true-label output gradients where the fit keeps factors for scoring.
+        """
         s, dev = self.settings, self.ctx.device
         layers = [self.layers[i] for i in index]
-        cov_a = [_Covariance(t.d_in, s.max_dense_dim, dev, t.groups) for t in layers]
-        cov_g = [_Covariance(t.d_out, s.max_dense_dim, dev, t.groups) for t in layers]
-        # The first pass's pieces are kept for the second while they fit in cache_bytes.
+        cov_a = [KroneckerFactor(t.d_in, s.max_dense_dim, dev, t.groups) for t in layers]
+        cov_g = [KroneckerFactor(t.d_out, s.max_dense_dim, dev, t.groups) for t in layers]
         self._cache: list | None = []
         cached = 0
-        start = time.perf_counter()
-        for acts, parts in self._passes(taps, "EK-FAC factors"):
-            for j in range(len(index)):
-                cov_a[j].add(acts[j].transpose(0, 1).flatten(1, 2))
-            kept = []
-            for rows, grads in parts:
-                for j in range(len(index)):
-                    cov_g[j].add(grads[j].transpose(0, 1).flatten(1, 2))
-                if self._cache is not None:
-                    kept.append((rows, grads))
-                    cached += sum(t.numel() * t.element_size() for t in grads)
+        with_labels = lambda: self.keep_factors and self._cache is not None  # noqa: E731
+        for i, acts, parts, true in self._passes(taps, "EK-FAC factors", with_labels):
+            for j, a in enumerate(acts):
+                cov_a[j].add(a.transpose(0, 1).flatten(1, 2))
+            # While cached, a batch's parts are merged: fewer, larger products.
+            kept = [_merged(list(parts))] if self._cache is not None else parts
+            for _, grads in kept:
+                for j, g in enumerate(grads):
+                    cov_g[j].add(g.transpose(0, 1).flatten(1, 2))
             if self._cache is not None:
-                cached += sum(t.numel() * t.element_size() for t in acts)
-                if cached <= s.cache_bytes:
-                    self._cache.append((acts, kept))
-                else:
-                    self._cache = None
-        self.seconds["first pass"] = time.perf_counter() - start
+                cached += _nbytes(acts, true or [], kept[0][1])
+                self._cache = self._cache if cached <= s.cache_bytes else None
+            if self._cache is not None:
+                self._cache.append((i, acts, kept, true))
         for cov in (*cov_a, *cov_g):
             if cov.dense is not None:
                 cov.dense = self.ctx.all_reduce(cov.dense)
+        return cov_g, cov_a
+
+    def _eigenbases(self, factors: tuple[list, list], index: list[int]) -> list:
+        """Per layer `(Q_G, Q_A)`, in the model's dtype; records `self.ranks`."""
         bases = []
-        for j, i in enumerate(
-            tqdm(index, desc="EK-FAC eigenbases", leave=False, disable=not self.ctx.show_progress)
-        ):
-            q_g, q_a = cov_g[j].eigenbasis(self.dtype), cov_a[j].eigenbasis(self.dtype)
+        bar = tqdm(index, desc="EK-FAC eigenbases", leave=False, disable=not self.ctx.show_progress)
+        for cov_g, cov_a, i in zip(*factors, bar, strict=True):
+            q_g, q_a = cov_g.eigenbasis(self.dtype), cov_a.eigenbasis(self.dtype)
             self.ranks[i] = (q_g.shape[-1], q_a.shape[-1])
             if self.damping <= 0 and self.ranks[i] != (self.layers[i].d_out, self.layers[i].d_in):
                 raise ValueError(
@@ -360,52 +338,37 @@ class EKFACStrategy(CurvatureStrategy):
             bases.append((q_g.to(self.dtype), q_a.to(self.dtype)))
         return bases
 
-    def _fit_eigenvalues(self, taps: Taps, index: list[int]) -> list[Tensor]:
-        dev = self.ctx.device
+    def _fit_eigenvalues(self, taps: Taps) -> list[Tensor]:
+        """`Λ` per layer: the mean squared per-example gradients in the Kronecker basis."""
+        dev, chunk = self.ctx.device, self.settings.chunk_bytes
         shapes = [(q_g.shape[0], q_g.shape[-1], q_a.shape[-1]) for q_g, q_a in self._bases]
         sums = [torch.zeros(shape, dtype=torch.float64, device=dev) for shape in shapes]
-        passes = self._cache if self._cache is not None else self._passes(taps, "EK-FAC Λ")
-        self._cache = None
-        for acts, parts in passes:
-            first = [self._rotates_first(j, a) for j, a in enumerate(acts)]
+        passes = self._cache
+        if passes is None:
+            passes = self._passes(taps, "EK-FAC Λ", lambda: False)
+        for _, acts, parts, _ in passes:
+            first = [rotates_first(b, a) for b, a in zip(self._bases, acts, strict=True)]
             acts = [
                 a @ q_a if f else a for a, f, (_, q_a) in zip(acts, first, self._bases, strict=True)
             ]
             for rows, grads in parts:
-                for j in range(len(sums)):
-                    sums[j] += self._squared_moments(j, grads[j], acts[j], rows, first[j])
+                for j, total in enumerate(sums):
+                    total += squared_moments(
+                        self._bases[j], grads[j], acts[j], rows, first[j], chunk
+                    )
         return [self.ctx.all_reduce(s) / self.ctx.n_train for s in sums]
 
-    def _rotates_first(self, j: int, a: Tensor) -> bool:
-        """Whether to rotate `a` and `g` rather than each example's `Σ_t g_t a_tᵀ`.
-
-        Rotating the pieces costs per position t, the matrices per example: the first is
-        cheaper for few positions (Linear layers, small feature maps).
-        """
-        (q_g, q_a), (t, d_in) = self._bases[j], a.shape[2:]
-        d_out, r_out, r_in = q_g.shape[-2], q_g.shape[-1], q_a.shape[-1]
-        return t == 1 or t * (d_in * r_in + d_out * r_out) <= r_out * d_in * (d_out + r_in)
-
-    def _squared_moments(self, j: int, g: Tensor, a: Tensor, rows: Tensor, first: bool):
-        """`Σ_r (Q_Gᵀ (Σ_t g_rt a_{rows[r]}tᵀ) Q_A)²` per group, elementwise (float64).
-
-        `g [R, G, T, d_out]`, `a [B, G, T, ·]`; with `first`, `a` is already rotated
-        (`a Q_A`) and `g` is rotated here. Memory-bounded chunks of rows.
-        """
-        q_g, q_a = self._bases[j]
-        if first:
-            g = g @ q_g
-        if first and g.shape[2] == 1:
-            return torch.einsum("bgo,bgi->goi", g[:, :, 0] ** 2, a[rows, :, 0] ** 2).double()
-        per = g.shape[1] * g.shape[3] * a.shape[3] * g.element_size()
-        step = max(1, self.settings.chunk_bytes // per)
-        total = torch.zeros((), dtype=torch.float64, device=g.device)
-        for lo in range(0, len(g), step):
-            m = torch.einsum("bgto,bgti->bgoi", g[lo : lo + step], a[rows[lo : lo + step]])
-            if not first:
-                m = q_g.mT @ m @ q_a
-            total = total + (m**2).sum(0).double()
-        return total
+    def _keep(self, index: list[int]) -> None:
+        """Keeps the cached inputs and true-label output gradients for scoring."""
+        cache, self._cache = self._cache, None
+        for i, acts, _, true in cache or []:
+            if true is None:
+                continue
+            layers = [self.layers[b] for b in index]
+            self._kept[i] = {
+                b: (ungrouped(a, s), ungrouped(g, s))
+                for b, s, a, g in zip(index, layers, acts, true, strict=True)
+            }
 
     # ------------------------------------------------------------------ products
 
@@ -420,7 +383,7 @@ class EKFACStrategy(CurvatureStrategy):
             return self._exact.inverse_hvp(self.fallback[block], vectors)
         j = list(self.layers).index(block)
         layer, (q_g, q_a) = self.layers[block], self._bases[j]
-        v = _grouped(layer.from_flat(vectors.to(self.dtype)), layer)  # [m, G, d_out, d_in]
+        v = grouped(layer.from_flat(vectors.to(self.dtype)), layer)  # [m, G, d_out, d_in]
         rotated = q_g.mT @ v @ q_a
         scaled = rotated / (self._eigenvalues[j] + self.damping).to(self.dtype)
         out = q_g @ scaled @ q_a.mT
@@ -440,44 +403,20 @@ class EKFACStrategy(CurvatureStrategy):
         return values if self.layers[block].groups > 1 else values[0]
 
 
-def _grouped(t: Tensor, layer: StructuredLayer) -> Tensor:
-    """Pieces or matrices with a group axis at dim 1 (added for an ungrouped layer)."""
-    return t if layer.groups > 1 else t.unsqueeze(1)
+def _nbytes(*lists: list[Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for pieces in lists for t in pieces)
 
 
-def _grouped_all(pieces: list[Tensor], layers: list[StructuredLayer]) -> list[Tensor]:
-    return [_grouped(t, s) for t, s in zip(pieces, layers, strict=True)]
+def _merged(parts: list[tuple[Tensor, list[Tensor]]]) -> tuple[Tensor, list[Tensor]]:
+    """One `(rows, output grads)` of a batch's parts."""
+    if len(parts) == 1:
+        return parts[0]
+    rows = torch.cat([r for r, _ in parts])
+    return rows, [torch.cat(g) for g in zip(*(g for _, g in parts), strict=True)]
 
 
-def _logit_hessian(loss, logits: Tensor, labels: Tensor) -> Tensor:
-    """Each example's loss Hessian in the logits, `Tensor [B, C, C]` (float64, symmetric).
-
-    Cross-entropy without class weights (label smoothing or not) has the closed form
-    `diag(p) - p pᵀ`, `p` the softmax; other losses (regression, multi-label, a user's
-    function, outputs of any shape flattened to C) take the loss's own output Hessian.
-    """
-    fn = loss.fn
-    if (
-        type(fn) is nn.CrossEntropyLoss
-        and fn.weight is None
-        and not 0 <= fn.ignore_index < logits.shape[1]
-    ):
-        p = torch.softmax(logits.double(), dim=1)
-        return torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
-    lam = loss.output_hessian(logits, labels).double()
-    return (lam + lam.transpose(1, 2)) / 2
-
-
-def _layer_blocks(model, block: Block) -> tuple[list[Block], list[slice]]:
-    """Splits an all-parameter block into one block per module, with its flat slices."""
-    params = dict(model.named_parameters())
-    groups: dict[str, list[str]] = {}
-    for name in block.param_names:
-        groups.setdefault(name.rpartition(".")[0], []).append(name)
-    blocks, slices, start = [], [], 0
-    for module, names in groups.items():
-        numel = sum(params[n].numel() for n in names)
-        blocks.append(Block(module, (module,), tuple(names), numel))
-        slices.append(slice(start, start + numel))
-        start += numel
-    return blocks, slices
+def _loss_gradient(loss, logits: Tensor, labels: Tensor) -> Tensor:
+    """`∂L_b / ∂logits_b` per example: one backward pass of the summed per-example losses."""
+    leaf = logits.detach().requires_grad_(True)
+    with torch.enable_grad():
+        return torch.autograd.grad(loss(leaf, labels).sum(), leaf)[0]

@@ -16,17 +16,16 @@ per-example gradient), one extra pass.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .._taps import structured_layer
-from ._hvp import BlockHessian
-from .base import Block, CurvatureStrategy, FitContext, register_strategy
-from .cg import conjugate_gradient
-from .ekfac import EKFACSettings, EKFACStrategy, _layer_blocks
+from ._kronecker import layer_blocks
+from .base import Block, FitContext, register_strategy
+from .cg import CGStrategy
+from .ekfac import EKFACSettings, EKFACStrategy
 
 PRECONDITIONERS = ("ekfac", "none")
 
@@ -72,7 +71,7 @@ class PCGSettings:
 
 
 @register_strategy
-class PCGStrategy(CurvatureStrategy):
+class PCGStrategy(CGStrategy):
     """Solves `(H_b + λ I) x = v` by EK-FAC-preconditioned CG, batched over test examples.
 
     `fit` fits EK-FAC (two passes over the training set) as the preconditioner; every
@@ -88,53 +87,44 @@ class PCGStrategy(CurvatureStrategy):
 
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
         """Validates the training set and fits the preconditioner of every block."""
-        self.blocks = blocks
-        self.ctx = ctx
-        s = self.settings
-        dtype = next(ctx.model.parameters()).dtype
-        self.tol = s.tol or (1e-10 if dtype == torch.float64 else 1e-5)
-        self.operators = [BlockHessian(ctx, b, s.hvp_chunk_size) for b in blocks]
-        self.iterations: dict[int, int] = {}
-        self.residuals: dict[int, Tensor] = {}
+        self._set_up(ctx, blocks)
         # Every block as parts (one per module for the all-parameter block), each part
         # preconditioned by EK-FAC (structured or small) or by a Fisher diagonal.
         self._parts: list[list[tuple[slice, str, int]]] = []
+        self.preconditioners: dict[int, str] = {}
         ekfac_parts: list[Block] = []
         diag_parts: list[Block] = []
-        self.preconditioners: dict[int, str] = {}
-        limit = s.exact_max_params
         for i, block in enumerate(blocks):
-            if s.preconditioner == "none":
-                self._parts.append([])
-                self.preconditioners[i] = "none"
-                continue
-            parts, slices = (
-                _layer_blocks(ctx.model, block)
-                if block.layers is None
-                else ([block], [slice(0, block.numel)])
-            )
-            entry = []
-            for part, sl in zip(parts, slices, strict=True):
-                if (
-                    structured_layer(ctx.model, part.layers, part.param_names) is not None
-                    or part.numel <= limit
-                ):
-                    entry.append((sl, "ekfac", len(ekfac_parts)))
-                    ekfac_parts.append(part)
-                else:
-                    entry.append((sl, "diagonal", len(diag_parts)))
-                    diag_parts.append(part)
+            entry = self._plan(block, ekfac_parts, diag_parts)
             self._parts.append(entry)
-            kinds = sorted({kind for _, kind, _ in entry})
-            self.preconditioners[i] = "+".join(kinds)
+            self.preconditioners[i] = "+".join(sorted({kind for _, kind, _ in entry})) or "none"
         if ekfac_parts:
-            self._ekfac = EKFACStrategy(
-                EKFACSettings(fisher=s.fisher, fallback_max_params=limit), self.damping
-            )
+            s = self.settings
+            settings = EKFACSettings(fisher=s.fisher, fallback_max_params=s.exact_max_params)
+            self._ekfac = EKFACStrategy(settings, self.damping)
             self._ekfac.fit(ctx, ekfac_parts)
         else:
             ctx.validate()
         self._diagonals = _fisher_diagonals(ctx, diag_parts) if diag_parts else []
+
+    def _plan(self, block: Block, ekfac_parts: list[Block], diag_parts: list[Block]) -> list:
+        """`[(slice, "ekfac" or "diagonal", index in that list)]` for the block's parts."""
+        if self.settings.preconditioner == "none":
+            return []
+        model = self.ctx.model
+        parts, slices = ([block], [slice(0, block.numel)])
+        if block.layers is None:
+            parts, slices = layer_blocks(model, block)
+        entry = []
+        for part, sl in zip(parts, slices, strict=True):
+            structured = structured_layer(model, part.layers, part.param_names) is not None
+            if structured or part.numel <= self.settings.exact_max_params:
+                entry.append((sl, "ekfac", len(ekfac_parts)))
+                ekfac_parts.append(part)
+            else:
+                entry.append((sl, "diagonal", len(diag_parts)))
+                diag_parts.append(part)
+        return entry
 
     def _precondition(self, block: int, r: Tensor) -> Tensor:
         out = torch.empty_like(r)
@@ -147,28 +137,8 @@ class PCGStrategy(CurvatureStrategy):
 
     def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
         """`(H_b + λ I)^{-1} v` for each row of `vectors [m, P]`, float64."""
-        name = self.blocks[block].name or "<model>"
-        x, residual, it = conjugate_gradient(
-            self.operators[block],
-            vectors,
-            self.tol,
-            self.settings.max_iter,
-            f"PCG {name}",
-            self.ctx.show_progress,
-            preconditioner=(
-                (lambda r: self._precondition(block, r)) if self._parts[block] else None
-            ),
-        )
-        self.iterations[block], self.residuals[block] = it, residual
-        worst = float(residual.max())
-        if worst > self.tol:
-            warnings.warn(
-                f"PCG on block {name!r} stopped after {it} iterations at relative residual "
-                f"{worst:.1e} > tol {self.tol:.0e}; raise PCGSettings(max_iter=...) or damping "
-                "(or tol, in float32).",
-                stacklevel=2,
-            )
-        return x
+        pre = (lambda r: self._precondition(block, r)) if self._parts[block] else None
+        return self._solve(block, vectors, pre)
 
 
 def _fisher_diagonals(ctx: FitContext, parts: list[Block]) -> list[Tensor]:

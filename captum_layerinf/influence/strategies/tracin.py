@@ -170,8 +170,8 @@ class TracInStrategy(CurvatureStrategy):
             for c, (rate, engine) in enumerate(self._checkpoints(ctx)):
                 source = self._source(ctx, engine)
                 queries = self._queries(ctx, source, test)
-                passed = train(f"TracIn checkpoint {c + 1}")
-                scores = [rate * self._batch_scores(source, queries, x, y) for x, y in passed]
+                passed = self.scoring_batches(ctx, train(f"TracIn checkpoint {c + 1}"))
+                scores = [rate * self._batch_scores(source, queries, x, y) for x, y, _ in passed]
                 total = [a + b for a, b in zip(total, scores, strict=True)] if c else scores
         yield from total
 
