@@ -65,7 +65,7 @@ def test_default_check_compares_on_a_curvature_subset(relu_problem):
     xt, yt = test.tensors
     i, j = report.test_indices, report.train_indices
     loader = as_dataloader((xt[i], yt[i]), 64, "inputs")
-    ref = next(strategy.scores(ctx, loader, lambda desc: [((x[j],), y[j])]))
+    ref = next(strategy.scores(ctx, loader, lambda desc: [(-1, (x[j],), y[j])]))
     ours = li.influence(test.tensors)[:, i][:, :, j]
     for k in range(len(li.layer_names)):
         assert abs(report.pearson[k] - pearson(ours[k], ref[k])) < 1e-6
