@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -11,8 +13,25 @@ from captum_layerinf.datasets import load_digits_split
 from captum_layerinf.training import train_classifier
 
 
+def pytest_configure(config):
+    """Under pytest-xdist each worker gets one torch thread, and so do its subprocesses.
+
+    The workers already share the cores; more threads per worker only oversubscribe them
+    (OpenMP threads spin-waiting on each other were measured up to ~100x slower).
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        os.environ["MKL_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `cuda` are skipped, in this one place, where no CUDA device is present."""
+    """Slow tests run first; tests marked `cuda` are skipped here where no CUDA device is.
+
+    Slow first lets pytest-xdist's workers fill in with short tests at the end instead of
+    one worker finishing a long tutorial alone (the order is otherwise unchanged).
+    """
+    items.sort(key=lambda item: "slow" not in item.keywords)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
