@@ -40,6 +40,15 @@ def test_demo_prints_top_example_per_layer_and_compound_top_k(capsys):
     assert out.count("compound top-3: #") == 2
 
 
+def test_help_names_every_command(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert all(command in out for command in ("demo", "run", "report", "config", "digits"))
+
+
+@pytest.mark.slow  # a fresh interpreter imports the whole package
 def test_module_entry_point_shows_help():
     result = subprocess.run(
         [sys.executable, "-m", "captum_layerinf", "--help"], capture_output=True, text=True

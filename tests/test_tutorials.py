@@ -139,6 +139,7 @@ HEADER = """# ---
 """
 
 
+@pytest.mark.slow
 def test_harness_names_the_failing_cell_and_passes_the_environment(tmp_path: Path) -> None:
     path = tmp_path / "99_broken.py"
     path.write_text(

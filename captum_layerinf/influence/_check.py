@@ -50,6 +50,9 @@ class CheckedRun:
         query_rank: The test side's rank (see `CurvatureStrategy.scores`).
         fitted: `fitted()`: the strategy fitted on the whole training set, and its context.
         fit_on: `fit_on(loader, n)`: a fresh strategy fitted on `n` training examples.
+        subset_ok: Whether the strategy's scores of examples outside a curvature subset
+            are right (`CurvatureStrategy.scores_outside_curvature`); if not, the check
+            fits it on the whole training set whatever `n_curvature` says.
     """
 
     train_loader: DataLoader
@@ -60,6 +63,7 @@ class CheckedRun:
     query_rank: int | None
     fitted: Callable[[], Fitted]
     fit_on: Callable[[DataLoader, int], Fitted]
+    subset_ok: bool = True
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ def check_fidelity(
     )
     train, train_idx = sample_rows(run.train_loader, n_train, gen, "train_dataset")
     test_loader = as_dataloader(test, run.batch_size, "inputs")
-    if n_curvature is None or n_curvature >= run.n_train:
+    if n_curvature is None or n_curvature >= run.n_train or not run.subset_ok:
         # The whole training set: the strategy as fitted for the calls it checks.
         strategy, ctx = run.fitted()
         curvature_idx = torch.arange(run.n_train)

@@ -313,7 +313,9 @@ class LayerInfluence(DataInfluence):
             show_progress: Show progress bars.
             n_curvature: Training examples whose curvature both sides use; None (or at
                 least the training set's size) compares on the whole training set, with
-                this instance's fitted strategy.
+                this instance's fitted strategy. `hessian="captum"` is always checked on
+                the whole training set: Captum's inverse of a block with fewer examples than
+                parameters is right only for the examples it was built from.
 
         Returns:
             A `FidelityReport` with `pearson`, `spearman` and `scale` per layer
@@ -332,6 +334,7 @@ class LayerInfluence(DataInfluence):
             query_rank=self.query_rank,
             fitted=lambda: self._fit(Scope.LAYERS, show_progress),
             fit_on=lambda loader, n: self._fit_on(loader, n, show_progress),
+            subset_ok=self._new_strategy().scores_outside_curvature,
         )
         with evaluation_state(self.model), output_transform(self.model, self.output_fn):
             return check_fidelity(

@@ -32,6 +32,10 @@ SECTIONS = (
 )  # fmt: skip
 
 
+# The tests that read the tiny study's output share one run of it (about 25 s): slow.
+needs_study = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory):
     """The tiny study run once through the CLI (`captum-layerinf run CONFIG.json`)."""
@@ -46,6 +50,7 @@ def _stage(folder, name):
     return torch.load(folder / "stages" / f"{name}.pt", weights_only=True)
 
 
+@needs_study
 def test_report_has_every_section_with_its_figures(study_dir, capsys):
     html = (study_dir / "report.html").read_text()
     for key in SECTIONS:
@@ -65,6 +70,7 @@ def test_report_has_every_section_with_its_figures(study_dir, capsys):
     assert "report.html" in capsys.readouterr().out
 
 
+@needs_study
 def test_stored_scores_equal_layer_influence_called_directly(study_dir):
     cfg = StudyConfig.load(study_dir / "config.json")
     data, variants = _stage(study_dir, "data"), _stage(study_dir, "variants")
@@ -85,6 +91,7 @@ def test_stored_scores_equal_layer_influence_called_directly(study_dir):
     assert "Gauss-Newton" in _stage(study_dir, "global")["method"]
 
 
+@needs_study
 def test_accuracy_table_agrees_with_the_stored_predictions(study_dir):
     probs = _stage(study_dir, "predictions")["probs"]
     variants = _stage(study_dir, "variants")
@@ -96,6 +103,7 @@ def test_accuracy_table_agrees_with_the_stored_predictions(study_dir):
         assert rows[name][5] == pytest.approx(float(acc))
 
 
+@needs_study
 def test_textured_variant_carries_the_next_class_texture_on_white(study_dir):
     v = _stage(study_dir, "variants")
     n_classes = len(_stage(study_dir, "data")["class_names"])
@@ -107,6 +115,7 @@ def test_textured_variant_carries_the_next_class_texture_on_white(study_dir):
     assert (v["images"][textured].permute(1, 0, 2, 3)[:, ~v["masks"][textured]] == 1).all()
 
 
+@needs_study
 def test_rerun_reads_every_stage_and_recomputes_only_missing_ones(study_dir, capsys):
     before = _stage(study_dir, "influence")["scores"]
     (study_dir / "stages" / "sweep.pt").unlink()
@@ -120,6 +129,7 @@ def test_rerun_reads_every_stage_and_recomputes_only_missing_ones(study_dir, cap
     assert set(json.loads((study_dir / "stages" / "seconds.json").read_text())) == set(STAGES)
 
 
+@needs_study
 def test_another_configuration_in_the_same_folder_is_refused(study_dir):
     with pytest.raises(ValueError, match=re.escape("differs in ['damping']")):
         DisturbanceStudy(tiny_config(damping=0.5), study_dir).run()
@@ -232,6 +242,7 @@ def test_run_fixes_the_thread_count_and_restores_it(monkeypatch, tmp_path):
     assert seen == [before + 2] and torch.get_num_threads() == before
 
 
+@needs_study
 def test_the_analysis_follows_the_variants_of_the_run(study_dir, tmp_path, monkeypatch):
     """A fifth variant (the styled images again, under another name) reaches every table.
 

@@ -6,6 +6,7 @@ Hessian of the training objective, so `global_influence / n` predicts the change
 test loss when a training example is removed and the model retrained.
 """
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,6 +46,7 @@ def fit(model: nn.Linear, x, y, weights: torch.Tensor, steps: int = 30) -> None:
         model.bias.copy_(theta[:, -1])
 
 
+@pytest.mark.slow  # retrains the model once per removed example
 def test_global_influence_predicts_leave_one_out_retraining():
     torch.manual_seed(0)
     train, test = load_digits_split(N_TRAIN, 3, seed=1, dtype=torch.float64)

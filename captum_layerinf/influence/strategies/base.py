@@ -149,6 +149,9 @@ class CurvatureStrategy(ABC):
     shardable: ClassVar[bool] = False
     """Whether `fit` is correct under torch.distributed with a sharded `FitContext`
     (sums over the training set all-reduced); others raise an error there."""
+    scores_outside_curvature: ClassVar[bool] = True
+    """Whether scores of training examples outside the curvature's data are right; `check`
+    fits a strategy that says False on the whole training set, not on a subset."""
     keep_factors: bool = False
     """Set by `LayerInfluence` on the strategy it scores with (not on strategies used
     inside another): a strategy that can keep the training batches' pieces for scoring

@@ -6,6 +6,14 @@ keeps only the top `projection_dim` eigenpairs above `hessian_inverse_tol`. With
 multiplied by `n`, it computes our convention exactly (see `LayerInfluence`) whenever the
 damped block is positive definite. Negative eigenvalues of a curved, non-convex block
 are dropped by Captum, while `"exact"` keeps them.
+
+Captum decomposes the damped Hessian with the general solver `torch.linalg.eig`. Where a
+block's Hessian has rank below its size (fewer examples than parameters), the damping is a
+repeated eigenvalue on its null space, and `eig`'s eigenvectors there need not be
+orthogonal. Scores of training examples whose gradients lie in the block's range (those the
+Hessian was built from) stay exact; others do not (a Pearson of 0.92 with exact was measured
+for a 650-parameter Linear layer whose Hessian came from 16 other examples). So `check`
+fits this strategy on the whole training set (`scores_outside_curvature = False`).
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ class CaptumStrategy(CurvatureStrategy):
 
     name = "captum"
     Settings = CaptumSettings
+    scores_outside_curvature = False
 
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
         """Builds one Captum instance per block (Captum computes its Hessian here)."""
