@@ -9,6 +9,10 @@ exactly by the Woodbury identity:
 Row `(i, c)` of U is `√μ_ic (J_iᵀ e_ic)`: the per-example gradient of the logits along the
 c-th eigen-direction of the loss Hessian in the logits, `Λ_i = Σ_c μ_ic e_ic e_icᵀ`, from
 one reverse pass per direction (no forward-mode AD).
+
+The products with U run in the model's dtype (float32 for a float32 model: half the time of
+float64, and no copy); their small results, the Gram matrix `U Uᵀ` and its Cholesky solve
+are float64.
 """
 
 from __future__ import annotations
@@ -111,46 +115,46 @@ class GaussNewtonWoodbury(CurvatureStrategy):
         return self.u[b], a, ex
 
     def _piece_gram(self, b: int) -> Tensor:
-        """`U Uᵀ` from the pieces: `Σ_{t,s} (g_rt · g_r's)(a_rt · a_r's)`, float64."""
+        """`U Uᵀ` from the pieces: `Σ_{t,s} (g_rt · g_r's)(a_rt · a_r's)`, into float64."""
         g, a, ex = self._pieces_of(b)
         n, t = g.shape[:2]
         step = max(1, int((PIECE_CHUNK_ELEMENTS / t**2) ** 0.5))
         out = torch.empty(n, n, dtype=torch.float64, device=g.device)
         for lo in range(0, n, step):
-            gi, ai = g[lo : lo + step].double(), a[ex[lo : lo + step]].double()
+            gi, ai = g[lo : lo + step], a[ex[lo : lo + step]]
             for lo2 in range(0, n, step):
-                gj, aj = g[lo2 : lo2 + step].double(), a[ex[lo2 : lo2 + step]].double()
+                gj, aj = g[lo2 : lo2 + step], a[ex[lo2 : lo2 + step]]
                 gg = torch.einsum("ito,juo->itju", gi, gj)
                 aa = torch.einsum("itd,jud->itju", ai, aj)
                 out[lo : lo + step, lo2 : lo2 + step] = (gg * aa).sum((1, 3))
         return out
 
     def _u_times(self, b: int, v: Tensor) -> Tensor:
-        """`U V` `[r, n]` for flat vectors `v [n, P]` (float64)."""
+        """`U V` `[r, n]` for flat vectors `v [n, P]`, returned in float64."""
         if not self.pieces[b]:
             return _matmul(self.u[b], v.T)
-        m = self.layers[b].from_flat(v)  # [n, d_out, d_in]
         g, a, ex = self._pieces_of(b)
+        m = self.layers[b].from_flat(v.to(g.dtype))  # [n, d_out, d_in]
         out = []
         step = max(1, PIECE_CHUNK_ELEMENTS // max(1, g.shape[1] * len(v) * m.shape[-1]))
         for lo in range(0, len(g), step):
-            gv = torch.einsum("rto,noi->rtni", g[lo : lo + step].double(), m)
-            out.append(torch.einsum("rtni,rti->rn", gv, a[ex[lo : lo + step]].double()))
-        return torch.cat(out)
+            gv = torch.einsum("rto,noi->rtni", g[lo : lo + step], m)
+            out.append(torch.einsum("rtni,rti->rn", gv, a[ex[lo : lo + step]]))
+        return torch.cat(out).double()
 
     def _u_transposed_times(self, b: int, z: Tensor) -> Tensor:
-        """`Uᵀ Z` as flat vectors `[n, P]` for `z [r, n]` (float64)."""
+        """`Uᵀ Z` as flat vectors `[n, P]` for `z [r, n]`, returned in float64."""
         if not self.pieces[b]:
             return _matmul_t(self.u[b], z).T
         g, a, ex = self._pieces_of(b)
-        g, a = g.double(), a.double()
+        z = z.to(g.dtype)
         mats = []
         for k in range(z.shape[1]):
             # Rows of one example share its activations: sum their weighted g first.
             gz = torch.zeros(len(a), *g.shape[1:], dtype=g.dtype, device=g.device)
             gz.index_add_(0, ex, g * z[:, k, None, None])
             mats.append(gz.flatten(0, 1).T @ a.flatten(0, 1))
-        return self.layers[b].to_flat(torch.stack(mats))
+        return self.layers[b].to_flat(torch.stack(mats)).double()
 
     def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
         """`(G_b + λ I)^{-1} v` for each row of `vectors [n, P]`, float64."""
@@ -181,23 +185,25 @@ def piece_bytes(layer, positions: int, rows: int, n: int, itemsize: int) -> int:
 
 
 def _gram(u: Tensor, cols: int = 2**20) -> Tensor:
-    """`U Uᵀ` in float64, a slice of columns at a time."""
+    """`U Uᵀ` in U's dtype, a slice of columns at a time, returned in float64."""
     return tensor_sum(
-        u[:, lo : lo + cols].double() @ u[:, lo : lo + cols].double().T
+        (u[:, lo : lo + cols] @ u[:, lo : lo + cols].T).double()
         for lo in range(0, u.shape[1], cols)
     )
 
 
 def _matmul(u: Tensor, m: Tensor, cols: int = 2**20) -> Tensor:
-    """`U M` in float64 for `M [P, n]`."""
+    """`U M` for `M [P, n]`, in U's dtype, returned in float64."""
     return tensor_sum(
-        u[:, lo : lo + cols].double() @ m[lo : lo + cols] for lo in range(0, u.shape[1], cols)
+        (u[:, lo : lo + cols] @ m[lo : lo + cols].to(u.dtype)).double()
+        for lo in range(0, u.shape[1], cols)
     )
 
 
 def _matmul_t(u: Tensor, z: Tensor, cols: int = 2**20) -> Tensor:
-    """`Uᵀ Z` in float64 for `Z [r, n]`."""
-    return torch.cat([u[:, lo : lo + cols].double().T @ z for lo in range(0, u.shape[1], cols)])
+    """`Uᵀ Z` for `Z [r, n]`, in U's dtype, returned in float64."""
+    z = z.to(u.dtype)
+    return torch.cat([u[:, lo : lo + cols].T @ z for lo in range(0, u.shape[1], cols)]).double()
 
 
 class ReferenceStrategy(CurvatureStrategy):

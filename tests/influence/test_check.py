@@ -1,5 +1,7 @@
 """`LayerInfluence.check`: agreement with CG per layer, on a random subset."""
 
+import copy
+
 import pytest
 import torch
 
@@ -89,6 +91,28 @@ def test_gauss_newton_woodbury_equals_exact_on_a_relu_net(relu_problem, monkeypa
         v = torch.randn(3, block.numel, generator=gen, dtype=torch.float64)
         want = exact.inverse_hvp(b, v)
         assert torch.allclose(gn.inverse_hvp(b, v), want, rtol=1e-6, atol=1e-8 * want.abs().max())
+
+
+@pytest.mark.parametrize("pieces", [True, False])
+def test_gauss_newton_woodbury_of_a_float32_model_equals_float64(relu_problem, monkeypatch, pieces):
+    """A float32 model's reference forms its products with U in float32 (faster): it stays
+    the float64 computation to float32 precision, with rows and with pieces."""
+    monkeypatch.setattr(_reference, "_use_pieces", lambda *_: pieces)
+    model, train, _ = relu_problem
+    train = train.tensors[0][:24], train.tensors[1][:24]
+    solved = []
+    for dtype in (torch.float64, torch.float32):
+        m = copy.deepcopy(model).to(dtype)
+        li = LayerInfluence(m, (train[0].to(dtype), train[1]), hessian="exact", damping=1e-2)
+        exact, ctx = li._fit("layers", False)
+        gn = GaussNewtonWoodbury(None, li.damping)
+        gn.fit(ctx, exact.blocks)
+        gen = torch.Generator().manual_seed(0)
+        vs = [torch.randn(3, b.numel, generator=gen, dtype=torch.float64) for b in exact.blocks]
+        solved.append([gn.inverse_hvp(b, v) for b, v in enumerate(vs)])
+    for want, got in zip(*solved, strict=True):
+        assert got.dtype == torch.float64
+        assert (got - want).norm() <= 1e-4 * want.norm()
 
 
 def test_reference_reuses_exact_blocks_and_uses_woodbury_elsewhere(relu_problem):
