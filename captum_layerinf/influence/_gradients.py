@@ -16,6 +16,13 @@ from .._utils.tensors import tensor_sum
 
 Params = dict[str, Tensor]
 
+HVP_CHUNK_BYTES = 2**30
+"""Memory a chunk of vectorised Hessian-vector products may take: `GradientEngine.hvp`
+evaluates at most `HVP_CHUNK_BYTES // (HVP_COPIES x one forward pass's module outputs)`
+products at once (forward-over-reverse keeps primal and tangent activations and their
+gradients for each product)."""
+HVP_COPIES = 4
+
 
 @dataclass
 class LogitCurvature:
@@ -63,6 +70,7 @@ class GradientEngine:
         self.params = {n: p.detach() for n, p in model.named_parameters()}
         self._forward_ad: bool | None = None
         self._residuals: dict[tuple, float] = {}
+        self._activation_bytes: dict[tuple, int] = {}
 
     def _select(self, names: list[str]) -> Params:
         return {n: self.params[n] for n in names}
@@ -227,7 +235,10 @@ class GradientEngine:
 
         Forward-over-reverse (`jvp` of `grad`) where the model supports forward-mode AD,
         reverse-over-reverse (`vjp` of `grad`, the Hessian being symmetric) otherwise.
+        At most `chunk_size` products (None: all) are vectorised at once, and fewer where
+        their activations would pass `HVP_CHUNK_BYTES`.
         """
+        chunk_size = self.hvp_chunk(inputs, len(vectors) if chunk_size is None else chunk_size)
         params = self._select(names)
         shapes = [p.shape for p in params.values()]
         sizes = [p.numel() for p in params.values()]
@@ -247,6 +258,34 @@ class GradientEngine:
                 return vmap(one, chunk_size=chunk_size)(vectors)
             _, pullback = vjp(grad(total), theta)[:2]
             return vmap(lambda v: pullback(v)[0], chunk_size=chunk_size)(vectors)
+
+    def hvp_chunk(self, inputs: tuple[Tensor, ...], wanted: int) -> int:
+        """`wanted`, capped so that a chunk of products fits `HVP_CHUNK_BYTES`."""
+        per_product = HVP_COPIES * max(1, self.activation_bytes(inputs))
+        return max(1, min(wanted, HVP_CHUNK_BYTES // per_product))
+
+    def activation_bytes(self, inputs: tuple[Tensor, ...]) -> int:
+        """Bytes of all leaf modules' outputs in one forward pass (measured once per shape)."""
+        key = tuple((tuple(x.shape), x.dtype) for x in inputs)
+        if key not in self._activation_bytes:
+            total = 0
+
+            def count(module, args, out) -> None:
+                nonlocal total
+                for t in out if isinstance(out, (tuple, list)) else (out,):
+                    if isinstance(t, Tensor):
+                        total += t.numel() * t.element_size()
+
+            leaves = [m for m in self.model.modules() if next(m.children(), None) is None]
+            handles = [m.register_forward_hook(count) for m in leaves]
+            try:
+                with torch.no_grad():
+                    self.model(*inputs)
+            finally:
+                for h in handles:
+                    h.remove()
+            self._activation_bytes[key] = total
+        return self._activation_bytes[key]
 
     def hessian(
         self, inputs: tuple[Tensor, ...], labels: Tensor, names: list[str], chunk_size: int

@@ -127,3 +127,21 @@ def test_an_op_without_forward_mode_ad_falls_back_to_reverse_mode(data):
 class _SmoothSquash(nn.Module):
     def forward(self, x):
         return x / (1 + x.abs())
+
+
+def test_hvp_chunks_follow_the_memory_bound_and_give_the_same_products(relu_problem, monkeypatch):
+    """Fewer products at once where their activations would pass `HVP_CHUNK_BYTES`."""
+    from captum_layerinf.influence import _gradients
+
+    model, train, _ = relu_problem
+    li = LayerInfluence(model, train, hessian="exact")
+    _, ctx = li._fit("layers", False)
+    x, y = (train.tensors[0][:8],), train.tensors[1][:8]
+    names = [n for n, _ in model.named_parameters()][:2]
+    size = sum(p.numel() for n, p in model.named_parameters() if n in names)
+    vectors = torch.randn(5, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    want = ctx.engine.hvp(x, y, names, vectors)
+    assert ctx.engine.hvp_chunk(x, 5) == 5
+    monkeypatch.setattr(_gradients, "HVP_CHUNK_BYTES", 1)
+    assert ctx.engine.hvp_chunk(x, 5) == 1
+    assert torch.allclose(ctx.engine.hvp(x, y, names, vectors), want, rtol=1e-12, atol=0)

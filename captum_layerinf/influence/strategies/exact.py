@@ -29,7 +29,8 @@ class ExactSettings:
         residual_tol: "auto" uses Gauss-Newton when the left-out term's relative size on a
             random direction is at most this.
         hvp_chunk_size: Hessian-vector products evaluated at once when building a block
-            from true Hessian products.
+            from true Hessian products; fewer where their activations would take more
+            than 1 GiB (`HVP_CHUNK_BYTES`).
         probe_seed: Seed of the probe's random direction.
         probe_examples: Examples of the first training batch the probe runs on (the
             left-out term vanishes on every example or on almost none).
