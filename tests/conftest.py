@@ -25,13 +25,20 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+def _schedule_rank(item) -> int:
+    """0: the notebooks (the longest tests), 1: other slow tests, 2: the rest."""
+    if "slow" not in item.keywords:
+        return 2
+    return 0 if item.path.name == "test_tutorials.py" else 1
+
+
 def pytest_collection_modifyitems(config, items):
-    """Slow tests run first; tests marked `cuda` are skipped here where no CUDA device is.
+    """Slow tests run first (notebooks first of all); `cuda` tests are skipped without CUDA.
 
     Slow first lets pytest-xdist's workers fill in with short tests at the end instead of
     one worker finishing a long tutorial alone (the order is otherwise unchanged).
     """
-    items.sort(key=lambda item: "slow" not in item.keywords)
+    items.sort(key=_schedule_rank)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
