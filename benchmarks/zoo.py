@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -49,8 +50,6 @@ def run_one(arch: str, size: int, n_train: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         li = LayerInfluence(model, train, batch_size=32)
-        chosen = li.strategies
-        result["strategies"] = {k: v[0] for k, v in chosen.items()}
         for key, call in (
             ("influence", lambda: li.influence(test)),
             ("global", lambda: li.global_influence(test)),
@@ -64,6 +63,8 @@ def run_one(arch: str, size: int, n_train: int) -> dict:
                     result["pearson"] = dict(zip(out.layers, out.pearson.tolist(), strict=True))
             except Exception as e:  # recorded: the table shows which call failed and why
                 result[f"{key}_error"] = f"{type(e).__name__}: {str(e)[:120]}"
+        # After the fits: their probes move curved blocks (see `LayerInfluence.strategies`).
+        result["strategies"] = {k: v[0] for k, v in li.strategies.items()}
     result["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
@@ -91,6 +92,16 @@ def row(r: dict) -> str:
     )
 
 
+def failure(returncode: int, stderr: str) -> str:
+    """Why a measuring process failed: its signal (SIGKILL: likely out of memory) or error."""
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        hint = " (likely the kernel's out-of-memory killer)" if name == "SIGKILL" else ""
+        return f"killed by {name}{hint}"
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    return f"process failed: {lines[-1][:200] if lines else f'exit code {returncode}'}"
+
+
 HEADER = (
     "| model | px | n_train | strategies (layers) | global | influence s | global s | "
     "check s | check / influence | peak RSS MiB | check Pearson min / median |\n"
@@ -103,6 +114,9 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="32x32 with 64 training images")
     parser.add_argument("--archs", nargs="*", default=ARCHS)
     parser.add_argument("--sizes", nargs="*", default=None, help="px:n_train, e.g. 32:1000")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds per architecture and size"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -116,13 +130,18 @@ def main() -> None:
     for spec in sizes:
         for arch in args.archs:
             size, n = spec.split(":")
-            done = subprocess.run(
-                [sys.executable, __file__, "--one", f"{arch}:{size}:{n}"],
-                capture_output=True,
-                text=True,
-            )
+            try:
+                done = subprocess.run(
+                    [sys.executable, __file__, "--one", f"{arch}:{size}:{n}"],
+                    capture_output=True,
+                    text=True,
+                    timeout=args.timeout,
+                )
+            except subprocess.TimeoutExpired:
+                print(f"| {arch} | {size} | {n} | not finished within {args.timeout:g} s |")
+                continue
             if done.returncode != 0:
-                print(f"| {arch} | {size} | {n} | process failed: {done.stderr[-200:]!r} |")
+                print(f"| {arch} | {size} | {n} | {failure(done.returncode, done.stderr)} |")
                 continue
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(row(results[-1]), flush=True)

@@ -6,8 +6,8 @@ the strategy's approximation (e.g. EK-FAC's Kronecker structure against the bloc
 approximates) at a fraction of the cost of the call it checks. The default reference,
 "auto", needs neither forward-mode AD nor TorchScript for Linear/Conv2d layers: per block
 
-- where the checked strategy is itself exact on a block, its fit is the reference there
-  (exact on the same data is deterministic);
+- where the checked strategy is itself exact on a block, or builds its dense
+  Gauss-Newton block, its fit is the reference there (deterministic on the same data);
 - a Linear/Conv2d block uses the exact damped Gauss-Newton block of the subset,
   `G = (1/m) Σ_i J_iᵀ Λ_i J_i`, inverted exactly by the Woodbury identity from its
   `m x k` rows `Λ_i^{1/2} J_i` (k: the loss Hessian's rank in the logits), each a
@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from .._utils.data import as_dataloader, iter_batches
 from .._utils.stats import pearson, spearman
-from ._reference import ReferenceStrategy
+from ._reference import ReferenceStrategy, plan_groups
 from .strategies import CurvatureStrategy, FitContext, make_strategy
 
 Fitted = tuple[CurvatureStrategy, FitContext]
@@ -153,22 +153,32 @@ def check_fidelity(
         subset, curvature_idx = sample_rows(run.train_loader, n_curvature, gen, "train_dataset")
         sub_loader = as_dataloader(subset, run.batch_size, "train_dataset")
         strategy, ctx = run.fit_on(sub_loader, len(curvature_idx))
+    x, y = tuple(t.to(ctx.device) for t in train[:-1]), train[-1].to(ctx.device)
+
+    def scores_of(s: CurvatureStrategy) -> Tensor:
+        chunks = s.scores(ctx, test_loader, lambda desc: [(-1, x, y)], run.query_rank)
+        return torch.cat(list(chunks), dim=-1).double().cpu()
+
+    ours = scores_of(strategy)
     ref: CurvatureStrategy
     if reference == "auto":
-        ref = ReferenceStrategy(run.damping, reuse=strategy)
+        # One group of blocks at a time: a deep network's references are never held at once.
+        groups = plan_groups(ReferenceStrategy(run.damping, strategy).plan(ctx, strategy.blocks))
+        theirs = torch.empty_like(ours)
+        for group in groups:
+            ref = ReferenceStrategy(run.damping, reuse=strategy, index=group)
+            ref.fit(ctx, [strategy.blocks[i] for i in group])
+            theirs[group] = scores_of(ref)
+            del ref
+        ref_name = ReferenceStrategy.name
     else:
         ref = make_strategy(reference, run.damping)
-    ref.fit(ctx, strategy.blocks)
-    x, y = tuple(t.to(ctx.device) for t in train[:-1]), train[-1].to(ctx.device)
-    results = []
-    for s in (strategy, ref):
-        chunks = s.scores(ctx, test_loader, lambda desc: [(-1, x, y)], run.query_rank)
-        results.append(torch.cat(list(chunks), dim=-1).double().cpu())
-    ours, theirs = results
+        ref.fit(ctx, strategy.blocks)
+        theirs, ref_name = scores_of(ref), ref.name
     report = FidelityReport(
         layers=list(run.layer_names),
         strategy=strategy.name,
-        reference=ref.name,
+        reference=ref_name,
         pearson=torch.tensor(
             [pearson(a, b) for a, b in zip(ours, theirs, strict=True)], dtype=torch.float64
         ),
@@ -191,7 +201,7 @@ def check_fidelity(
     ]
     if low:
         warnings.warn(
-            f"hessian={strategy.name!r} agrees poorly with {ref.name!r} on {len(low)} layer(s): "
+            f"hessian={strategy.name!r} agrees poorly with {ref_name!r} on {len(low)} layer(s): "
             f"{', '.join(low)} Pearson < {warn_below}. Its scores there are unreliable: raise "
             "damping, or use hessian='cg' or 'exact' for those layers.",
             stacklevel=3,

@@ -22,6 +22,9 @@ evaluates at most `HVP_CHUNK_BYTES // (HVP_COPIES x one forward pass's module ou
 products at once (forward-over-reverse keeps primal and tangent activations and their
 gradients for each product)."""
 HVP_COPIES = 4
+PROBE_TANGENT_BYTES = 2**28
+"""Curvature probes run together on groups of blocks whose tangents (one per block, over
+all the group's parameters) take about this much at most."""
 
 
 @dataclass
@@ -134,7 +137,9 @@ class GradientEngine:
     ) -> LogitCurvature:
         """Per-example output Jacobians and loss Hessians w.r.t. the outputs.
 
-        Outputs of any shape `[B, ...]` are flattened to `C` values per example.
+        Outputs of any shape `[B, ...]` are flattened to `C` values per example. Examples
+        are vectorised a chunk at a time, so that the `C` reverse passes of a chunk keep at
+        most `HVP_CHUNK_BYTES` of activations.
         """
         in_dims = (None,) + (0,) * len(inputs)
 
@@ -142,9 +147,14 @@ class GradientEngine:
             return self._forward_one(params, *x).reshape(-1)
 
         with torch.no_grad():
-            jac = vmap(jacrev(flat_one), in_dims=in_dims)(self._select(names), *inputs)
             outputs = self.model(*inputs)
             lam = self.loss.output_hessian(outputs, labels)
+            n = len(labels)
+            per_example = self.activation_bytes(inputs) // max(1, n) * outputs[0].numel()
+            chunk = max(1, min(n, HVP_CHUNK_BYTES // (HVP_COPIES * max(1, per_example))))
+            jac = vmap(jacrev(flat_one), in_dims=in_dims, chunk_size=chunk)(
+                self._select(names), *inputs
+            )
         return LogitCurvature(jac, lam)
 
     def uses_forward_ad(self, probe: Callable[[], object]) -> bool:
@@ -174,20 +184,35 @@ class GradientEngine:
         The answer is remembered per parameter set, seed and batch (strategies that probe
         the same block on the same batch pay once).
         """
-        key = (tuple(names), seed, _fingerprint(inputs, labels))
-        if key not in self._residuals:
-            self._residuals[key] = self._curvature_residual(inputs, labels, names, seed)
-        return self._residuals[key]
+        return self.curvature_residuals(inputs, labels, [names], seed)[0]
 
-    def _curvature_residual(
-        self, inputs: tuple[Tensor, ...], labels: Tensor, names: list[str], seed: int
-    ) -> float:
-        params = self._select(names)
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        v = {
-            n: torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device)
-            for n, p in params.items()
-        }
+    def curvature_residuals(
+        self, inputs: tuple[Tensor, ...], labels: Tensor, blocks: list[list[str]], seed: int = 0
+    ) -> list[float]:
+        """`curvature_residual` of several blocks, their products vectorised together.
+
+        Block b's random direction `v_b` is zero outside the block, so the block's rows of
+        `R v_b` are `R_bb v_b` (its own second-order term), as when probed alone; one
+        batched pass serves all blocks not probed before.
+        """
+        batch = _fingerprint(inputs, labels)
+        keys = [(tuple(names), seed, batch) for names in blocks]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._residuals))
+        group: list[tuple] = []
+        for key in todo:
+            group.append(key)
+            numel = sum(self.params[n].numel() for k in group for n in k[0])
+            if key is todo[-1] or len(group) * numel * 8 > PROBE_TANGENT_BYTES:
+                found = self._curvature_residuals(inputs, labels, [list(k[0]) for k in group], seed)
+                self._residuals.update(zip(group, found, strict=True))
+                group = []
+        return [self._residuals[k] for k in keys]
+
+    def _curvature_residuals(
+        self, inputs: tuple[Tensor, ...], labels: Tensor, blocks: list[list[str]], seed: int
+    ) -> list[float]:
+        params = self._select(list(dict.fromkeys(n for block in blocks for n in block)))
+        tangents = _block_tangents(params, blocks, seed)
 
         def forward(p: Params) -> Tensor:
             return functional_call(self.model, p, inputs)
@@ -200,14 +225,11 @@ class GradientEngine:
             def weighted(p: Params) -> Tensor:
                 return (forward(p) * dout).sum()
 
-            def forward_mode() -> tuple[Tensor, Params]:
+            def forward_mode(v: Params) -> tuple[Tensor, Params, Params]:
                 jv = jvp(forward, (params,), (v,))[1]
-                return jv, jvp(grad(weighted), (params,), (v,))[1]
+                return jv, jvp(grad(weighted), (params,), (v,))[1], gauss_newton(jv)
 
-            probed: list = []
-            if self.uses_forward_ad(lambda: probed.append(forward_mode())):
-                jv, r_v = probed[0] if probed else forward_mode()
-            else:
+            def reverse_mode(v: Params) -> tuple[Tensor, Params, Params]:
                 # J v as the gradient of the linear map u -> (Jᵀ u)·v; R v as the gradient
                 # of (∇ weighted)·v: two reverse passes each.
                 def jt_dot_v(u: Tensor) -> Tensor:
@@ -215,13 +237,17 @@ class GradientEngine:
 
                 jv = grad(jt_dot_v)(torch.zeros_like(outputs))
                 r_v = grad(lambda p: _dot(grad(weighted)(p), v))(params)
-            jv = jv.reshape(len(jv), -1)
-            (gn_v,) = pullback(torch.einsum("bcd,bd->bc", lam, jv).view_as(outputs))
-        r_norm = torch.sqrt(tensor_sum((t.double() ** 2).sum() for t in r_v.values()))
-        gn_norm = torch.sqrt(tensor_sum((t.double() ** 2).sum() for t in gn_v.values()))
-        if r_norm == 0:
-            return 0.0
-        return float(r_norm / gn_norm) if gn_norm > 0 else float("inf")
+                return jv, r_v, gauss_newton(jv)
+
+            def gauss_newton(jv: Tensor) -> Params:
+                flat = jv.reshape(len(jv), -1)
+                return pullback(torch.einsum("bcd,bd->bc", lam, flat).view_as(outputs))[0]
+
+            first = {n: t[0] for n, t in tangents.items()}
+            forward_ad = self.uses_forward_ad(lambda: forward_mode(first))
+            probe = forward_mode if forward_ad else reverse_mode
+            _, r_v, gn_v = vmap(probe, chunk_size=self.hvp_chunk(inputs, len(blocks)))(tangents)
+        return [_ratio(r_v, gn_v, b, block) for b, block in enumerate(blocks)]
 
     def hvp(
         self,
@@ -295,6 +321,29 @@ class GradientEngine:
         dtype = self.params[names[0]].dtype
         eye = torch.eye(numel, dtype=dtype, device=self.params[names[0]].device)
         return self.hvp(inputs, labels, names, eye, chunk_size)
+
+
+def _block_tangents(params: Params, blocks: list[list[str]], seed: int) -> Params:
+    """One random direction per block, zero outside it: `Tensor [n_blocks, *shape]` per name.
+
+    Block b's direction is drawn from a generator seeded with `seed`, over its parameters
+    in order (the same direction whichever other blocks are probed with it).
+    """
+    tangents = {n: torch.zeros(len(blocks), *p.shape, dtype=p.dtype) for n, p in params.items()}
+    for b, block in enumerate(blocks):
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        for n in block:
+            tangents[n][b] = torch.randn(params[n].shape, generator=gen, dtype=params[n].dtype)
+    return {n: t.to(params[n].device) for n, t in tangents.items()}
+
+
+def _ratio(r_v: Params, gn_v: Params, b: int, block: list[str]) -> float:
+    """`‖R v_b‖ / ‖G v_b‖` over block b's rows: 0.0 where R's part vanishes."""
+    r_norm = torch.sqrt(tensor_sum((r_v[n][b].double() ** 2).sum() for n in block))
+    gn_norm = torch.sqrt(tensor_sum((gn_v[n][b].double() ** 2).sum() for n in block))
+    if r_norm == 0:
+        return 0.0
+    return float(r_norm / gn_norm) if gn_norm > 0 else float("inf")
 
 
 def _fingerprint(inputs: tuple[Tensor, ...], labels: Tensor) -> tuple:

@@ -31,6 +31,10 @@ REFERENCE_DENSE_BYTES = 128 * 2**20
 """Blocks whose dense float64 matrix fits this are built exactly."""
 REFERENCE_ROWS_BYTES = 512 * 2**20
 """Largest Woodbury factor `U [m k, P]` kept in memory; larger blocks use CG."""
+REFERENCE_TOTAL_BYTES = 2**30
+"""What the references of one group of blocks may hold together (see `plan_groups`)."""
+EXACT_KINDS = ("exact", "gauss-newton")
+"""Strategies whose fit on the same data is reused as the reference."""
 
 
 @dataclass(frozen=True)
@@ -212,27 +216,49 @@ class ReferenceStrategy(CurvatureStrategy):
     The checked strategy's own fit where it is exact on the same data; else Woodbury
     Gauss-Newton (Linear/Conv2d whose factor fits); else exact if the dense block is
     small; else CG.
+
+    Args:
+        damping: λ.
+        reuse: The checked strategy, fitted on the same data.
+        index: Where this reference's blocks are among `reuse`'s (None: the same blocks);
+            `check` fits a reference per group of blocks (see `plan_groups`).
     """
 
     name = "reference"
     Settings = _NoSettings
 
-    def __init__(self, damping: float, reuse: CurvatureStrategy | None = None) -> None:
+    def __init__(
+        self,
+        damping: float,
+        reuse: CurvatureStrategy | None = None,
+        index: list[int] | None = None,
+    ) -> None:
         super().__init__(_NoSettings(), damping)
         self.reuse = reuse
+        self.index = index
+
+    def _reuse_index(self, block: int) -> int:
+        return block if self.index is None else self.index[block]
 
     def _exact_in_reuse(self, block: int) -> bool:
-        """Whether `reuse` (fitted on the same data) solves this block with "exact"."""
+        """Whether `reuse` (fitted on the same data) solves this block exactly.
+
+        With "exact", or with "gauss-newton": the Gauss-Newton block, this reference's own
+        choice for Linear/Conv2d layers.
+        """
         r = self.reuse
-        if r is None or r.blocks != self.blocks:
+        if r is None:
             return False
-        if r.name == "exact":
+        mine = r.blocks if self.index is None else [r.blocks[i] for i in self.index]
+        if mine != self.blocks:
+            return False
+        if r.name in EXACT_KINDS:
             return True
         route = getattr(r, "_route", None)
         slices = getattr(r, "_slices", None)
         if r.name != "auto" or slices is not None or route is None:
             return False
-        return route[block][1] == "exact"
+        return route[self._reuse_index(block)][1] in EXACT_KINDS
 
     def _n_directions(self, ctx: FitContext) -> int:
         inputs, labels = ctx.first_batch()
@@ -253,36 +279,43 @@ class ReferenceStrategy(CurvatureStrategy):
         acts = taps.activations()
         return {i: a.shape[-2] for i, a in zip(found, acts, strict=True)}
 
-    def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
-        """Chooses and fits the reference of every block."""
+    def plan(self, ctx: FitContext, blocks: list[Block]) -> list[tuple[str, int]]:
+        """`(kind, bytes the fit holds)` per block, without fitting."""
         self.blocks = blocks
         itemsize = next(ctx.model.parameters()).element_size()
         rows, positions = None, None
-        self.kinds = []
+        out = []
         for i, b in enumerate(blocks):
-            if 8 * b.numel**2 <= REFERENCE_DENSE_BYTES and self._exact_in_reuse(i):
+            dense = 8 * b.numel**2
+            if dense <= REFERENCE_DENSE_BYTES and self._exact_in_reuse(i):
                 # Exact on the same data is deterministic: the checked fit is reused.
-                self.kinds.append("reused")
+                out.append(("reused", 0))
                 continue
             layer = structured_layer(ctx.model, b.layers, b.param_names)
             if layer is not None:
                 rows = rows if rows is not None else ctx.n_train * self._n_directions(ctx)
-                fits = rows * b.numel * itemsize <= REFERENCE_ROWS_BYTES
-                if not fits and layer.groups == 1:
+                need = rows * b.numel * itemsize
+                if layer.groups == 1:
                     positions = positions or self._positions(ctx, blocks)
-                    need = piece_bytes(layer, positions[i], rows, ctx.n_train, itemsize)
-                    fits = need <= REFERENCE_ROWS_BYTES
-                if fits:
-                    self.kinds.append("gauss-newton")
+                    t = positions[i]
+                    cheaper = t * t * (layer.d_in + layer.d_out) < layer.d_in * layer.d_out
+                    if need > REFERENCE_ROWS_BYTES or cheaper:  # as `_use_pieces` decides
+                        need = piece_bytes(layer, t, rows, ctx.n_train, itemsize)
+                if need <= REFERENCE_ROWS_BYTES:
+                    out.append(("gauss-newton", need))
                     continue
-            self.kinds.append("exact" if 8 * b.numel**2 <= REFERENCE_DENSE_BYTES else "cg")
+            out.append(("exact", dense) if dense <= REFERENCE_DENSE_BYTES else ("cg", 0))
+        return out
+
+    def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
+        """Chooses and fits the reference of every block."""
+        self.kinds = [kind for kind, _ in self.plan(ctx, blocks)]
         self.parts: dict[str, tuple[CurvatureStrategy, list[int]]] = {}
-        self.route = []
         for kind in dict.fromkeys(self.kinds):
             own = [i for i, k in enumerate(self.kinds) if k == kind]
             if kind == "reused":
                 assert self.reuse is not None  # "reused" is chosen only with a strategy to reuse
-                self.parts[kind] = (self.reuse, own)
+                self.parts[kind] = (self.reuse, [self._reuse_index(i) for i in own])
                 continue
             part = (
                 GaussNewtonWoodbury(_NoSettings(), self.damping)
@@ -291,12 +324,31 @@ class ReferenceStrategy(CurvatureStrategy):
             )
             part.fit(ctx, [blocks[i] for i in own])
             self.parts[kind] = (part, own)
-        self.route = [(k, self.parts[k][1].index(i)) for i, k in enumerate(self.kinds)]
+        self.route = [(k, self.kinds[:i].count(k)) for i, k in enumerate(self.kinds)]
         for i, (k, _) in enumerate(self.route):
             if k == "reused":
-                self.route[i] = (k, i)  # The reused strategy indexes all blocks.
+                self.route[i] = (k, self._reuse_index(i))  # The reused strategy's own index.
 
     def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
         """The block's reference `(H_b + λ I)^{-1} v`, float64."""
         kind, local = self.route[block]
         return self.parts[kind][0].inverse_hvp(local, vectors)
+
+
+def plan_groups(plan: list[tuple[str, int]], budget: int | None = None) -> list[list[int]]:
+    """Consecutive groups of blocks whose references hold at most `budget` bytes together.
+
+    `check` fits and scores one group at a time, so that a deep network's references (one
+    Woodbury factor per layer: 13.6 GiB for densenet121's 120 layers) are never held at
+    once. A block larger than `budget` (default `REFERENCE_TOTAL_BYTES`) is a group alone.
+    """
+    budget = REFERENCE_TOTAL_BYTES if budget is None else budget
+    groups: list[list[int]] = []
+    held = 0
+    for i, (_, need) in enumerate(plan):
+        if not groups or (held > 0 and held + need > budget):
+            groups.append([])
+            held = 0
+        groups[-1].append(i)
+        held += need
+    return groups

@@ -30,6 +30,15 @@ def dense_hessian(model: nn.Module, x: Tensor, y: Tensor, names: list[str]) -> T
     return torch.func.hessian(mean_loss)(flat)
 
 
+def dense_gauss_newton(model: nn.Module, x: Tensor, y: Tensor, names: list[str]) -> Tensor:
+    """Gauss-Newton matrix [P, P] of the MEAN cross-entropy: mean of J_iᵀ (diag p - p pᵀ) J_i."""
+    flat, unflatten = flat_params(model, names)
+    jac = torch.func.jacrev(lambda v: functional_call(model, unflatten(v), (x,)))(flat)
+    p = torch.softmax(model(x), dim=1).detach()
+    lam = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    return torch.einsum("icp,icd,idq->pq", jac, lam, jac) / len(y)
+
+
 def looped_grads(model: nn.Module, x: Tensor, y: Tensor, names: list[str]) -> Tensor:
     """Per-example gradients [n, P], one autograd call per example."""
     params = dict(model.named_parameters())
@@ -46,10 +55,13 @@ def looped_grads(model: nn.Module, x: Tensor, y: Tensor, names: list[str]) -> Te
     return torch.stack(rows)
 
 
-def reference_scores(model, train, test, names: list[str], damping: float) -> Tensor:
-    """∇L(test)ᵀ (H + λI)⁻¹ ∇L(train) with a dense Hessian: Tensor [n_test, n_train]."""
+def reference_scores(
+    model, train, test, names: list[str], damping: float, matrix=dense_hessian
+) -> Tensor:
+    """∇L(test)ᵀ (H + λI)⁻¹ ∇L(train) with a dense `matrix` (default: the Hessian):
+    Tensor [n_test, n_train]."""
     (xtr, ytr), (xte, yte) = train.tensors, test.tensors
-    hess = dense_hessian(model, xtr, ytr, names)
+    hess = matrix(model, xtr, ytr, names)
     damped = hess + damping * torch.eye(len(hess), dtype=hess.dtype)
     g_train = looped_grads(model, xtr, ytr, names)
     g_test = looped_grads(model, xte, yte, names)

@@ -148,3 +148,32 @@ def test_auto_decomposes_wide_low_rank_kronecker_factors_from_their_rows():
     given = EKFACSettings(fisher="empirical")
     mine = make_strategy(AutoSettings(sub_settings=(given,)), 0.1)
     assert mine._make("ekfac", sharded=False).settings == given
+
+
+def test_curved_blocks_beyond_the_hvp_budget_get_their_gauss_newton_block(tanh_problem):
+    """tanh after both convs (30 and 112 params); the last layer is not curved."""
+    model, train, test = tanh_problem
+    li = LayerInfluence(model, train, hessian=AutoSettings(max_hvp_params=30))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = li.influence(test.tensors)
+        glob = li.global_influence(test.tensors)
+    chosen = li.strategies
+    assert [chosen[n][0] for n in li.layer_names] == ["exact", "gauss-newton", "exact"]
+    assert "curved" in chosen["2"][1] and "max_hvp_params=30" in chosen["2"][1]
+    # The full Hessian (792 params) fits but is curved beyond the budget.
+    assert chosen["<global>"][0] == "gauss-newton"
+    exact = LayerInfluence(model, train, hessian="exact")
+    gauss_newton = LayerInfluence(model, train, hessian="gauss-newton")
+    want = {
+        "exact": exact.influence(test.tensors),
+        "gauss-newton": gauss_newton.influence(test.tensors),
+    }
+    for row, name in enumerate(li.layer_names):
+        expected = want[chosen[name][0]][row]
+        assert torch.allclose(scores[row], expected, rtol=1e-8, atol=1e-12)
+    # On the curved conv, Gauss-Newton is another matrix than the Hessian; not on the last layer.
+    assert not torch.allclose(want["exact"][1], want["gauss-newton"][1], rtol=1e-3)
+    assert torch.allclose(want["exact"][2], want["gauss-newton"][2], rtol=1e-8, atol=1e-12)
+    expected_global = gauss_newton.global_influence(test.tensors)
+    assert torch.allclose(glob, expected_global, rtol=1e-8, atol=1e-12)

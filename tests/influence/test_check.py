@@ -8,7 +8,7 @@ import torch
 from captum_layerinf import AutoSettings, FidelityReport, LayerInfluence
 from captum_layerinf._utils.data import as_dataloader
 from captum_layerinf._utils.stats import pearson
-from captum_layerinf.influence import _reference
+from captum_layerinf.influence import _check, _reference
 from captum_layerinf.influence._reference import GaussNewtonWoodbury
 
 
@@ -124,6 +124,25 @@ def test_reference_reuses_exact_blocks_and_uses_woodbury_elsewhere(relu_problem)
     assert report.strategy == "auto" and report.reference == "reference"
     assert report.pearson[0] > 1 - 1e-10 and report.pearson[1] > 1 - 1e-10
     assert 0.5 < report.pearson[2] < 1 - 1e-6
+
+
+def test_references_fitted_a_group_of_blocks_at_a_time_equal_one_fit(relu_problem, monkeypatch):
+    # A deep network's references would not fit in memory at once: `check` fits and scores
+    # them per group of blocks. With a 1-byte budget every held block is a group alone.
+    model, train, test = relu_problem
+    budget = AutoSettings(max_block_bytes=8 * 300**2)  # the convs exact, the linear EK-FAC
+    li = LayerInfluence(model, train, hessian=budget)
+    whole = li.check(test.tensors, n_test=3, n_train=20, warn_below=-1.0)
+    strategy, ctx = li._fit("layers", False)
+    plan = _reference.ReferenceStrategy(li.damping, strategy).plan(ctx, strategy.blocks)
+    assert [k for k, _ in plan] == ["reused", "reused", "gauss-newton"]
+    monkeypatch.setattr(_reference, "REFERENCE_TOTAL_BYTES", 1)
+    assert _reference.plan_groups(plan) == [[0, 1, 2]]  # Reused blocks hold nothing.
+    assert _reference.plan_groups([("gauss-newton", 8)] * 3) == [[0], [1], [2]]
+    monkeypatch.setattr(_check, "plan_groups", lambda plan: [[i] for i in range(len(plan))])
+    grouped = li.check(test.tensors, n_test=3, n_train=20, warn_below=-1.0)
+    assert torch.allclose(grouped.pearson, whole.pearson, rtol=0, atol=1e-12)
+    assert torch.allclose(grouped.scale, whole.scale, rtol=1e-12, atol=0)
 
 
 def test_check_rejects_a_bad_curvature_subset(relu_problem):

@@ -18,8 +18,9 @@ from tests.conftest import rel_err
 # Iterative solvers get a well-conditioned problem, so that the contract stays cheap to check.
 DAMPING = {"cg": 1.0, "pcg": 1.0, "lissa": 1.0}
 N_TRAIN = 32
-# Exact up to a solver tolerance: these must reproduce `exact`.
-EXACT_FAMILY = {"exact", "captum", "cg", "pcg", "auto"}
+# Exact up to a solver tolerance (Gauss-Newton: on this piecewise-linear model): these must
+# reproduce `exact`.
+EXACT_FAMILY = {"exact", "gauss-newton", "captum", "cg", "pcg", "auto"}
 # Iterative solvers and delegation to Captum: correct but slow on CPU.
 SLOW = {"cg", "pcg", "lissa", "captum"}
 

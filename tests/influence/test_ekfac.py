@@ -250,3 +250,25 @@ def test_dropped_directions_cost_little_and_reach_the_exact_expectation_at_zero(
     )
     assert rel_err(default, exact) < 1e-2
     assert rel_err(coarse, exact) > rel_err(default, exact)
+
+
+def test_a_factor_whose_eigh_fails_gets_its_eigenvectors_from_an_svd(monkeypatch):
+    """LAPACK's eigh did not converge on a rank-deficient densenet121 factor (1,152 wide,
+    rank 73, float64); the singular vectors of the PSD factor stand in for it."""
+    from captum_layerinf.influence.strategies import _kronecker
+
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn(3, 40, 5, generator=gen, dtype=torch.float64)
+    factor = _kronecker.KroneckerFactor(40, 8192, torch.device("cpu"), groups=1)
+    factor.add(rows.transpose(0, 1).reshape(1, 40, 15).transpose(1, 2))  # rank 15 of 40
+
+    def no_convergence(*args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "eigh", no_convergence)
+    q = factor.eigenbasis(torch.float64)[0]
+    m = factor.dense[0]
+    assert torch.allclose(q.T @ q, torch.eye(40, dtype=torch.float64), atol=1e-12)
+    rotated = q.T @ m @ q
+    off = rotated - torch.diag(rotated.diagonal())
+    assert off.abs().max() <= 1e-10 * m.abs().max()

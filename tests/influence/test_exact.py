@@ -16,7 +16,7 @@ DAMPING = 1e-2
 @pytest.mark.parametrize("problem", ["relu_problem", "tanh_problem"])
 def test_exact_equals_dense_torch_func_hessian(problem, request):
     model, train, test = request.getfixturevalue(problem)
-    li = LayerInfluence(model, train, damping=DAMPING, batch_size=32)
+    li = LayerInfluence(model, train, hessian="exact", damping=DAMPING, batch_size=32)
     ours = li.influence(test.tensors)
     assert ours.shape == (3, len(test), len(train))
     for i, layer in enumerate(li.layer_names):
@@ -50,7 +50,7 @@ def test_gauss_newton_block_equals_true_hessian_products_on_relu(relu_problem):
 def test_gauss_newton_is_not_exact_on_tanh(tanh_problem):
     # The probe matters: forcing Gauss-Newton where the model is curved changes the scores.
     model, train, test = tanh_problem
-    exact = LayerInfluence(model, train, damping=DAMPING).influence(test.tensors)
+    exact = LayerInfluence(model, train, hessian="exact", damping=DAMPING).influence(test.tensors)
     forced = LayerInfluence(
         model, train, damping=DAMPING, hessian=ExactSettings(gauss_newton="always")
     ).influence(test.tensors)

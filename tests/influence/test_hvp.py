@@ -145,3 +145,24 @@ def test_hvp_chunks_follow_the_memory_bound_and_give_the_same_products(relu_prob
     monkeypatch.setattr(_gradients, "HVP_CHUNK_BYTES", 1)
     assert ctx.engine.hvp_chunk(x, 5) == 1
     assert torch.allclose(ctx.engine.hvp(x, y, names, vectors), want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("forward_ad", [True, False])
+def test_probes_of_several_blocks_at_once_equal_one_at_a_time(data, forward_ad):
+    (x, y), _ = data
+    model = mobile(act=nn.Tanh, gate=nn.Sigmoid)
+    modules = dict.fromkeys(n.rpartition(".")[0] for n, _ in model.named_parameters())
+    blocks = [[n for n, _ in model.named_parameters() if n.startswith(m + ".")] for m in modules]
+    together = GradientEngine(model, ExampleLoss())
+    together._forward_ad = forward_ad
+    got = together.curvature_residuals((x,), y, blocks, seed=3)
+    want = []
+    for block in blocks:
+        alone = GradientEngine(model, ExampleLoss())
+        alone._forward_ad = forward_ad
+        want.append(alone.curvature_residual((x,), y, block, seed=3))
+    assert got == pytest.approx(want, rel=1e-10, abs=1e-14)
+    assert min(got) < 1e-12 < 1e-3 < max(got)  # Both kinds of block are present.
+    # Answers are remembered: a single probe of a block probed with others is not rerun.
+    together._curvature_residuals = None
+    assert together.curvature_residual((x,), y, blocks[1], seed=3) == got[1]

@@ -62,28 +62,45 @@ def test_the_preconditioner_saves_iterations_on_a_linear_layer(relu_problem):
     assert counts["ekfac"] < 0.6 * counts["none"]
 
 
-@pytest.mark.slow
-def test_other_modules_get_a_diagonal_preconditioner_and_stay_exact():
-    # Batch-norm is no Linear/Conv2d: with exact_max_params=0 it gets the Fisher diagonal,
-    # in its own block and as one module of the global block.
+def _batch_norm_net(act: type[nn.Module]):
+    """conv -> batch-norm -> `act` -> linear (float64, eval), 24 training and 3 test images."""
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(108, 4)
+        nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), act(), nn.Flatten(), nn.Linear(108, 4)
     ).double()
     with torch.no_grad():
         model[1].running_var.uniform_(0.5, 2.0)
         model[1].weight.uniform_(0.5, 1.5)
     model.eval()
     x, y = torch.randn(24, 1, 8, 8, dtype=torch.float64), torch.arange(24) % 4
-    test = (x[:3] + 0.1, y[:3])
-    exact = LayerInfluence(model, (x, y), damping=1.0, hessian="exact").influence(test)
-    li = LayerInfluence(model, (x, y), damping=1.0, hessian=PCGSettings(exact_max_params=0))
+    return model, (x, y), (x[:3] + 0.1, y[:3])
+
+
+@pytest.mark.slow
+def test_other_modules_get_a_diagonal_preconditioner_and_stay_exact():
+    # Batch-norm is no Linear/Conv2d: with exact_max_params=0 it gets the Fisher diagonal,
+    # in its own block and as one module of the global block.
+    model, train, test = _batch_norm_net(nn.ReLU)
+    exact = LayerInfluence(model, train, damping=1.0, hessian="exact").influence(test)
+    li = LayerInfluence(model, train, damping=1.0, hessian=PCGSettings(exact_max_params=0))
     assert rel_err(li.influence(test), exact) <= 1e-8
     assert _fitted(li).preconditioners == {0: "ekfac", 1: "diagonal", 2: "ekfac"}
     glob = li.global_influence(test)
-    reference = LayerInfluence(model, (x, y), damping=1.0, hessian="exact")
+    reference = LayerInfluence(model, train, damping=1.0, hessian="exact")
     assert rel_err(glob, reference.global_influence(test)) <= 1e-8
     assert li._fitted["<global>"][0].preconditioners == {0: "diagonal+ekfac"}
+
+
+@pytest.mark.slow
+def test_a_curved_module_is_preconditioned_by_its_gauss_newton_block_and_stays_exact():
+    # Batch-norm before tanh is curved: its preconditioner is the Gauss-Newton block (one
+    # reverse pass per output), not the Hessian (one product per parameter); CG is exact.
+    model, train, test = _batch_norm_net(nn.Tanh)
+    li = LayerInfluence(model, train, damping=0.1, hessian="pcg", layers=["1"])
+    exact = LayerInfluence(model, train, damping=0.1, hessian="exact", layers=["1"])
+    assert rel_err(li.influence(test), exact.influence(test)) <= 1e-8
+    assert _fitted(li)._ekfac._exact.method == ["gauss-newton"]
+    assert exact._fitted["layers"][0].method == ["hessian"]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from .captum_naive import CaptumSettings, CaptumStrategy
 from .cg import CGSettings, CGStrategy
 from .ekfac import EKFACSettings, EKFACStrategy
 from .exact import ExactSettings, ExactStrategy
+from .gauss_newton import GaussNewtonSettings, GaussNewtonStrategy
 from .identity import IdentitySettings, IdentityStrategy
 from .lissa import LiSSASettings, LiSSAStrategy
 from .pcg import PCGSettings, PCGStrategy
@@ -34,6 +35,8 @@ __all__ = [
     "ExactSettings",
     "ExactStrategy",
     "FitContext",
+    "GaussNewtonSettings",
+    "GaussNewtonStrategy",
     "IdentitySettings",
     "IdentityStrategy",
     "LiSSASettings",

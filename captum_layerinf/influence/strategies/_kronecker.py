@@ -57,7 +57,20 @@ class KroneckerFactor:
                 return torch.linalg.eigh(m.to(dtype))[1]
             except torch.linalg.LinAlgError:
                 pass  # Rank-deficient factors can defeat float32; float64 copes.
-        return torch.linalg.eigh(m.double())[1]
+        return _symmetric_eigenvectors(m.double())
+
+
+def _symmetric_eigenvectors(m: Tensor) -> Tensor:
+    """Eigenvectors of symmetric positive semi-definite `m [G, d, d]`, by columns.
+
+    LAPACK's `eigh` can fail to converge on a rank-deficient factor with many repeated
+    zero eigenvalues (a densenet121 factor of dimension 1,152 and rank 73, in float64);
+    the left singular vectors of such a matrix are its eigenvectors, from another algorithm.
+    """
+    try:
+        return torch.linalg.eigh(m)[1]
+    except torch.linalg.LinAlgError:
+        return torch.linalg.svd(m)[0]
 
 
 def _row_basis(rows: Tensor) -> Tensor:

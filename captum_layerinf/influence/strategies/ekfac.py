@@ -70,6 +70,11 @@ class EKFACSettings:
         fallback_max_params: A block that is not one Linear or Conv2d (e.g. batch-norm)
             falls back to `exact` (a dense block) when it has at most this many
             parameters; larger ones raise an error.
+        fallback_gauss_newton: How the fallback builds its blocks (see
+            `ExactSettings.gauss_newton`): "auto" (the Hessian, from Gauss-Newton where a
+            probe shows it is exact), or "always" (the Gauss-Newton block: one reverse pass
+            per output and example, where the Hessian of a curved block needs one product
+            per parameter; `hessian="pcg"` preconditions with it).
         chunk_bytes: Largest per-example gradient chunk formed at once.
         cache_bytes: The layers' inputs and output gradients of the first pass are kept
             for the second (no second forward and backward passes) while they fit in this
@@ -84,6 +89,7 @@ class EKFACSettings:
     class_tol: float = 0.01
     max_dense_dim: int = 8192
     fallback_max_params: int = 4096
+    fallback_gauss_newton: str = "auto"
     chunk_bytes: int = GRAD_CHUNK_BYTES
     cache_bytes: int = 2**30
     seed: int = 0
@@ -93,6 +99,7 @@ class EKFACSettings:
             raise ValueError(f"fisher must be one of {FISHERS}; got {self.fisher!r}.")
         if not 0 <= self.class_tol < 1:
             raise ValueError(f"class_tol must be in [0, 1); got {self.class_tol!r}.")
+        ExactSettings(gauss_newton=self.fallback_gauss_newton)
 
 
 @register_strategy
@@ -173,7 +180,8 @@ class EKFACStrategy(CurvatureStrategy):
                 )
         self.fallback: dict[int, int] = {i: j for j, i in enumerate(other)}
         if other:
-            self._exact = ExactStrategy(ExactSettings(), self.damping)
+            exact = ExactSettings(gauss_newton=self.settings.fallback_gauss_newton)
+            self._exact = ExactStrategy(exact, self.damping)
             self._exact.fit(self.ctx, [self.blocks[i] for i in other])
 
     def _check_dense_under_shard(self) -> None:
@@ -386,10 +394,12 @@ class EKFACStrategy(CurvatureStrategy):
         v = grouped(layer.from_flat(vectors.to(self.dtype)), layer)  # [m, G, d_out, d_in]
         rotated = q_g.mT @ v @ q_a
         scaled = rotated / (self._eigenvalues[j] + self.damping).to(self.dtype)
-        out = q_g @ scaled @ q_a.mT
-        if self.ranks[block] != (layer.d_out, layer.d_in):
-            # The factors' null spaces have eigenvalue 0: (0 + λ)⁻¹ there.
-            out += (v - q_g @ rotated @ q_a.mT) / self.damping
+        if self.ranks[block] == (layer.d_out, layer.d_in):
+            out = q_g @ scaled @ q_a.mT
+        else:
+            # The factors' null spaces have eigenvalue 0: (0 + λ)⁻¹ there, i.e.
+            # Q S Qᵀ + (v - Q R Qᵀ) / λ, with one product back instead of two.
+            out = q_g @ (scaled - rotated / self.damping) @ q_a.mT + v / self.damping
         return layer.to_flat(out if layer.groups > 1 else out.squeeze(1))
 
     def eigenvalue_spectrum(self, block: int) -> Tensor:

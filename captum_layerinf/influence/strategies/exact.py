@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from .._gradients import flatten
 from .base import Block, CurvatureStrategy, FitContext, register_strategy
+
+JACOBIAN_BYTES = 2**30
+"""Largest per-batch logit Jacobian `[B, C, P]` formed at once for Gauss-Newton blocks."""
 
 SCALABLE_HINT = (
     "use a scalable strategy (hessian='ekfac', 'cg' or 'lissa'), raise "
@@ -66,7 +70,7 @@ class ExactStrategy(CurvatureStrategy):
     """
 
     name = "exact"
-    Settings = ExactSettings
+    Settings: ClassVar[type] = ExactSettings
     shardable = True
 
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
@@ -84,16 +88,20 @@ class ExactStrategy(CurvatureStrategy):
         sums = [torch.zeros(b.numel, b.numel, dtype=torch.float64, device=dev) for b in blocks]
         self.method: list[str] = []
         self.residual: list[float] = []
-        # Probed on the first training batch, the same on every rank.
-        self._choose_methods(ctx, blocks, *probe_batch(ctx, self.settings.probe_examples))
+        self._choose_methods(ctx, blocks)
         seen = 0
+        gn = [i for i, m in enumerate(self.method) if m == "gauss-newton"]
+        n_out = 0
         for inputs, labels in ctx.batches("exact Hessian blocks"):
             seen += len(labels)
-            gn = [i for i, m in enumerate(self.method) if m == "gauss-newton"]
-            if gn:
-                names = [n for i in gn for n in blocks[i].param_names]
+            if gn and not n_out:  # Outputs per example, from one example.
+                one = tuple(x[:1] for x in inputs)
+                n_out = ctx.engine.outputs(one, labels[:1], "train_dataset")[0].numel()
+            itemsize = next(ctx.model.parameters()).element_size()
+            for group in _groups(gn, blocks, len(labels) * n_out * itemsize):
+                names = [n for i in group for n in blocks[i].param_names]
                 lc = ctx.engine.logit_curvature(inputs, labels, names)
-                for i in gn:
+                for i in group:
                     jac = flatten([lc.jacobians[n] for n in blocks[i].param_names], 2)
                     lam_jac = torch.bmm(lc.loss_hessian, jac)
                     # Per-batch product in the model dtype, accumulated in float64.
@@ -110,13 +118,17 @@ class ExactStrategy(CurvatureStrategy):
             self._factorise(s / ctx.n_train, b) for s, b in zip(sums, blocks, strict=True)
         ]
 
-    def _choose_methods(self, ctx: FitContext, blocks, inputs, labels) -> None:
+    def _choose_methods(self, ctx: FitContext, blocks: list[Block]) -> None:
+        """`self.method` and `self.residual` per block (probed on the first training batch)."""
         mode = self.settings.gauss_newton
-        for block in blocks:
+        if mode == "auto":  # The same batch on every rank.
+            inputs, labels = probe_batch(ctx, self.settings.probe_examples)
+            residuals = ctx.engine.curvature_residuals(
+                inputs, labels, [list(b.param_names) for b in blocks], self.settings.probe_seed
+            )
+        for i, _ in enumerate(blocks):
             if mode == "auto":
-                r = ctx.engine.curvature_residual(
-                    inputs, labels, list(block.param_names), self.settings.probe_seed
-                )
+                r = residuals[i]
                 self.residual.append(r)
                 use_gn = r <= self.settings.residual_tol
             else:
@@ -183,3 +195,20 @@ class ExactStrategy(CurvatureStrategy):
         if kind == "cholesky":
             return torch.cholesky_solve(rhs, factor[0]).T
         return torch.linalg.lu_solve(factor[0], factor[1], rhs).T
+
+
+def _groups(indices: list[int], blocks: list[Block], bytes_per_param: int) -> list[list[int]]:
+    """`indices` in consecutive groups whose Jacobians `[B, C, P]` fit `JACOBIAN_BYTES`.
+
+    A block larger than that is a group alone.
+    """
+    groups: list[list[int]] = []
+    size = 0
+    for i in indices:
+        need = blocks[i].numel * bytes_per_param
+        if not groups or size + need > JACOBIAN_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(i)
+        size += need
+    return groups

@@ -8,10 +8,12 @@ still converges to the exact solution where it is not. Each iteration costs one 
 exact Hessian-vector products over the training set, as in `hessian="cg"`, plus one
 EK-FAC product (a few small matrix products).
 
-Blocks that EK-FAC does not structure (not one Linear or Conv2d) get EK-FAC's exact
-fallback (their dense inverse) while they are small, otherwise a
-diagonal preconditioner `1 / (diag F + λ)` with F the empirical Fisher (mean squared
-per-example gradient), one extra pass.
+Blocks that EK-FAC does not structure (not one Linear or Conv2d) are preconditioned by
+the inverse of their dense damped Gauss-Newton block while they are small (positive
+definite, and one reverse pass per output and example where the Hessian of a curved
+block would need one product per parameter), otherwise by a diagonal
+`1 / (diag F + λ)` with F the empirical Fisher (mean squared per-example gradient), one
+extra pass.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ class PCGSettings:
             set. A warning names the blocks that did not reach `tol`.
         hvp_chunk_size: Test vectors per vectorised Hessian-vector product (None: all).
         exact_max_params: A block (or, for the global influence, a module) that is not one
-            Linear or Conv2d is preconditioned by its exact inverse (a dense block) when it
-            has at most this many parameters, else by the Fisher diagonal.
+            Linear or Conv2d is preconditioned by the exact inverse of its damped
+            Gauss-Newton block when it has at most this many parameters, else by the
+            Fisher diagonal.
         fisher: EK-FAC's factors ("expected", "sampled" or "empirical", see
             `EKFACSettings`); any choice gives exact scores, a better one fewer iterations.
     """
@@ -100,7 +103,11 @@ class PCGStrategy(CGStrategy):
             self.preconditioners[i] = "+".join(sorted({kind for _, kind, _ in entry})) or "none"
         if ekfac_parts:
             s = self.settings
-            settings = EKFACSettings(fisher=s.fisher, fallback_max_params=s.exact_max_params)
+            settings = EKFACSettings(
+                fisher=s.fisher,
+                fallback_max_params=s.exact_max_params,
+                fallback_gauss_newton="always",
+            )
             self._ekfac = EKFACStrategy(settings, self.damping)
             self._ekfac.fit(ctx, ekfac_parts)
         else:
