@@ -97,9 +97,13 @@ def test_memory_bounded_path_equals_the_dense_path_on_a_vgg_shaped_network():
     model = vgg_shaped().double().eval()
     train = (torch.rand(24, 3, 16, 16, dtype=torch.float64), torch.randint(0, 5, (24,)))
     test = (torch.rand(3, 3, 16, 16, dtype=torch.float64), torch.randint(0, 5, (3,)))
-    dense = LayerInfluence(model, train, hessian="ekfac", batch_size=8)
+    dense = LayerInfluence(model, train, hessian=EKFACSettings(low_rank_rows=False), batch_size=8)
     ref = dense.influence(test)
     assert _fitted(dense).ranks[3][1] == 393  # fc6's input factor: dense eigh
+    # The default keeps the 24 rows of that factor (24 <= 393 / 2): the rows' span, exactly.
+    default = LayerInfluence(model, train, hessian="ekfac", batch_size=8)
+    assert rel_err(default.influence(test), ref) < 1e-8
+    assert _fitted(default).ranks[3][1] <= 24
     # Low-rank input factor of fc6 (its 24 data rows span it), per-example gradients one
     # example at a time, and exact rank queries (rank >= min(d_out, d_in) = 32).
     bounded = LayerInfluence(
@@ -259,7 +263,7 @@ def test_a_factor_whose_eigh_fails_gets_its_eigenvectors_from_an_svd(monkeypatch
 
     gen = torch.Generator().manual_seed(0)
     rows = torch.randn(3, 40, 5, generator=gen, dtype=torch.float64)
-    factor = _kronecker.KroneckerFactor(40, 8192, torch.device("cpu"), groups=1)
+    factor = _kronecker.KroneckerFactor(40, 8192, torch.device("cpu"), groups=1, rows_ok=False)
     factor.add(rows.transpose(0, 1).reshape(1, 40, 15).transpose(1, 2))  # rank 15 of 40
 
     def no_convergence(*args, **kwargs):

@@ -4,11 +4,12 @@ import copy
 
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from captum_layerinf import ExactSettings, LayerInfluence
 from tests.conftest import rel_err
 
-from ._reference import layer_names_of, reference_scores
+from ._reference import flat_params, layer_names_of, reference_scores
 
 DAMPING = 1e-2
 
@@ -81,3 +82,71 @@ def test_float32_model_is_close_to_float64(relu_problem):
     ours = LayerInfluence(model32, single(train.tensors)).influence(single(test.tensors))
     assert ours.dtype == torch.float32
     assert rel_err(ours.double(), ref) <= 1e-3
+
+
+def _few_examples_wide_layer():
+    """A ReLU MLP whose middle layer has far more parameters than examples x classes."""
+    torch.manual_seed(0)
+    model = (
+        torch.nn.Sequential(
+            torch.nn.Linear(6, 40),
+            torch.nn.ReLU(),
+            torch.nn.Linear(40, 30),
+            torch.nn.ReLU(),
+            torch.nn.Linear(30, 4),
+        )
+        .double()
+        .eval()
+    )
+    x, y = torch.randn(13, 6, dtype=torch.float64), torch.arange(13) % 4
+    return model, TensorDataset(x[:9], y[:9]), TensorDataset(x[9:], y[9:])
+
+
+@pytest.mark.parametrize("batch_size", [4, 9])
+def test_low_rank_gauss_newton_blocks_are_solved_from_their_rows_exactly(batch_size):
+    """9 examples x 4 outputs = 36 rows against 1,230 parameters: Woodbury, = dense."""
+    model, train, test = _few_examples_wide_layer()
+    li = LayerInfluence(model, train, hessian="exact", damping=DAMPING, batch_size=batch_size)
+    ours = li.influence(test.tensors)
+    strategy, _ = li._fitted["layers"]
+    assert [f[0] for f in strategy.export()["factors"]] == ["woodbury"] * 3
+    for i, layer in enumerate(li.layer_names):
+        ref = reference_scores(model, train, test, layer_names_of(model, layer), DAMPING)
+        assert rel_err(ours[i], ref) <= 1e-9, layer
+
+
+def test_woodbury_rows_keep_the_sign_of_an_indefinite_output_hessian():
+    """A loss not convex in the outputs: `Jᵀ Λ J` with Λ indefinite, = the dense product."""
+    model, train, test = _few_examples_wide_layer()
+
+    def loss_fn(out, target):  # per example; its output Hessian has both signs
+        return (out[:, 0] * out[:, 1]) + torch.nn.functional.cross_entropy(
+            out, target, reduction="none"
+        )
+
+    names = layer_names_of(model, "2")
+    kw = dict(hessian=ExactSettings(gauss_newton="always"), damping=1.0, layers=["2"])
+    rows = LayerInfluence(model, train, loss_fn=loss_fn, **kw)
+    got = rows.influence(test.tensors)[0]
+    strategy, _ = rows._fitted["layers"]
+    assert strategy.export()["factors"][0][0] == "woodbury-lu"
+    # The same Gauss-Newton block, dense: from the output Jacobians and Hessians directly.
+    flat, unflatten = flat_params(model, names)
+    x, y = train.tensors
+    out = lambda v, xs: torch.func.functional_call(model, unflatten(v), (xs,))  # noqa: E731
+    jac = torch.func.jacrev(out)(flat, x)
+    lam = torch.stack(
+        [
+            torch.func.hessian(lambda o, t=t: loss_fn(o[None], t[None])[0])(o)
+            for o, t in zip(model(x).detach(), y, strict=True)
+        ]
+    )
+    block = torch.einsum("icp,icd,idq->pq", jac, lam, jac) / len(y)
+    g_tr, g_te = (
+        torch.func.vmap(
+            torch.func.grad(lambda v, a, t: loss_fn(out(v, a[None]), t[None])[0]), (None, 0, 0)
+        )(flat, *d.tensors)
+        for d in (train, test)
+    )
+    want = g_te @ torch.linalg.solve(block + torch.eye(len(block), dtype=block.dtype), g_tr.T)
+    assert rel_err(got, want) <= 1e-9

@@ -16,15 +16,23 @@ EIGH_FLOAT64_DIM = 2048
 class KroneckerFactor:
     """`Σ x xᵀ` over rows x per group: dense `[G, d, d]`, or the rows themselves.
 
-    The rows are kept (one group only) while fewer than the dimension.
+    With one group, the rows are kept while they are few: at most half the dimension
+    (their span is then found by an SVD of the rows, far cheaper than the dense `eigh`),
+    or, for factors wider than `max_dense_dim`, at most the dimension. `rows_ok=False`
+    (factors summed over processes) makes every factor dense from the start.
     """
 
-    def __init__(self, dim: int, max_dense_dim: int, device: torch.device, groups: int) -> None:
+    def __init__(
+        self, dim: int, max_dense_dim: int, device: torch.device, groups: int, rows_ok: bool = True
+    ) -> None:
         self.dim = dim
-        dense = groups > 1 or dim <= max_dense_dim
+        wide = dim > max_dense_dim
+        self.max_rows = dim if wide else dim // 2
+        dense = groups > 1 or (not wide and not rows_ok)
         self.dense: Tensor | None = (
             torch.zeros(groups, dim, dim, dtype=torch.float64, device=device) if dense else None
         )
+        self.wide = wide
         self.rows: list[Tensor] = []
         self.n_rows = 0
 
@@ -35,9 +43,11 @@ class KroneckerFactor:
             return
         self.rows.append(x[0])
         self.n_rows += x.shape[1]
-        if self.n_rows > self.dim:
-            # More rows than dimensions: dense in the rows' dtype to bound memory.
+        if self.n_rows > self.max_rows:
             rows = torch.cat(self.rows)
+            # Too many rows: dense, in float64 (a wide factor: in the rows' dtype, to bound
+            # memory).
+            rows = rows if self.wide else rows.double()
             self.dense, self.rows = (rows.T @ rows)[None], []
 
     def eigenbasis(self, dtype: torch.dtype) -> Tensor:

@@ -67,6 +67,11 @@ class EKFACSettings:
             while it has fewer data rows than dimensions: its eigenbasis then comes from
             the rows themselves (exact: `A` has at most that rank), and its null space has
             eigenvalue 0, i.e. `1 / damping` in the inverse.
+        low_rank_rows: Keep a factor's data rows, not its dense matrix, while they number
+            at most half its dimension (few training examples, wide layers): its eigenbasis
+            is then the rows' span from one small SVD, exactly (`A` has at most that rank),
+            instead of a dense `eigh` (4.5 s for a 4,097-wide factor on one CPU core).
+            Off: dense below `max_dense_dim`. Single process only.
         fallback_max_params: A block that is not one Linear or Conv2d (e.g. batch-norm)
             falls back to `exact` (a dense block) when it has at most this many
             parameters; larger ones raise an error.
@@ -88,6 +93,7 @@ class EKFACSettings:
     fisher: str = "expected"
     class_tol: float = 0.01
     max_dense_dim: int = 8192
+    low_rank_rows: bool = True
     fallback_max_params: int = 4096
     fallback_gauss_newton: str = "auto"
     chunk_bytes: int = GRAD_CHUNK_BYTES
@@ -308,8 +314,10 @@ class EKFACStrategy(CurvatureStrategy):
         """
         s, dev = self.settings, self.ctx.device
         layers = [self.layers[i] for i in index]
-        cov_a = [KroneckerFactor(t.d_in, s.max_dense_dim, dev, t.groups) for t in layers]
-        cov_g = [KroneckerFactor(t.d_out, s.max_dense_dim, dev, t.groups) for t in layers]
+        # Under torch.distributed the factors are summed over processes: dense from the start.
+        solo = self.ctx.shard is None and s.low_rank_rows
+        cov_a = [KroneckerFactor(t.d_in, s.max_dense_dim, dev, t.groups, solo) for t in layers]
+        cov_g = [KroneckerFactor(t.d_out, s.max_dense_dim, dev, t.groups, solo) for t in layers]
         self._cache: list | None = []
         cached = 0
         with_labels = lambda: self.keep_factors and self._cache is not None  # noqa: E731

@@ -74,7 +74,12 @@ class ExactStrategy(CurvatureStrategy):
     shardable = True
 
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
-        """Accumulates each block over the training set, then factorises it."""
+        """Accumulates each block over the training set, then factorises it.
+
+        A Gauss-Newton block with fewer rows `U = Λ^{1/2} J` (n x outputs) than half its
+        parameters keeps them instead of the dense block, and is solved exactly by the
+        Woodbury identity (single process, damping > 0; see `_woodbury`).
+        """
         self.blocks = blocks
         for block in blocks:
             need = block.numel**2 * 8
@@ -84,39 +89,69 @@ class ExactStrategy(CurvatureStrategy):
                     f"{block.numel:,} parameters and would need {need / 1024**3:,.1f} GiB "
                     f"(limit {self.settings.max_block_bytes / 1024**3:,.1f} GiB): {SCALABLE_HINT}."
                 )
-        dev = ctx.device
-        sums = [torch.zeros(b.numel, b.numel, dtype=torch.float64, device=dev) for b in blocks]
         self.method: list[str] = []
         self.residual: list[float] = []
         self._choose_methods(ctx, blocks)
-        seen = 0
         gn = [i for i, m in enumerate(self.method) if m == "gauss-newton"]
-        n_out = 0
+        n_out = _outputs_per_example(ctx) if gn else 0
+        low = [i for i in gn if _low_rank(ctx, self.damping, n_out, blocks[i].numel)]
+        acc = _Accumulated(
+            dense={
+                i: torch.zeros(b.numel, b.numel, dtype=torch.float64, device=ctx.device)
+                for i, b in enumerate(blocks)
+                if i not in low
+            },
+            rows={i: [] for i in low},
+            signs={i: [] for i in low},
+        )
+        seen = 0
+        itemsize = next(ctx.model.parameters()).element_size()
         for inputs, labels in ctx.batches("exact Hessian blocks"):
             seen += len(labels)
-            if gn and not n_out:  # Outputs per example, from one example.
-                one = tuple(x[:1] for x in inputs)
-                n_out = ctx.engine.outputs(one, labels[:1], "train_dataset")[0].numel()
-            itemsize = next(ctx.model.parameters()).element_size()
             for group in _groups(gn, blocks, len(labels) * n_out * itemsize):
-                names = [n for i in group for n in blocks[i].param_names]
-                lc = ctx.engine.logit_curvature(inputs, labels, names)
-                for i in group:
-                    jac = flatten([lc.jacobians[n] for n in blocks[i].param_names], 2)
-                    lam_jac = torch.bmm(lc.loss_hessian, jac)
-                    # Per-batch product in the model dtype, accumulated in float64.
-                    sums[i] += (jac.flatten(0, 1).T @ lam_jac.flatten(0, 1)).double()
+                self._add_gauss_newton(ctx, blocks, group, acc, inputs, labels)
             for i, m in enumerate(self.method):
                 if m == "hessian":
-                    h = ctx.engine.hessian(
-                        inputs, labels, list(blocks[i].param_names), self.settings.hvp_chunk_size
-                    )
-                    sums[i] += h.double()
+                    names = list(blocks[i].param_names)
+                    h = ctx.engine.hessian(inputs, labels, names, self.settings.hvp_chunk_size)
+                    acc.dense[i] += h.double()
         ctx.check_count(seen)
-        sums = [ctx.all_reduce(s) for s in sums]
         self._factors = [
-            self._factorise(s / ctx.n_train, b) for s, b in zip(sums, blocks, strict=True)
+            self._woodbury(torch.cat(acc.rows[i]), torch.cat(acc.signs[i]), ctx.n_train)
+            if i in acc.rows
+            else self._factorise(ctx.all_reduce(acc.dense[i]) / ctx.n_train, b)
+            for i, b in enumerate(blocks)
         ]
+
+    @staticmethod
+    def _add_gauss_newton(ctx, blocks, group, acc: _Accumulated, inputs, labels) -> None:
+        """Adds one batch's `Jᵀ Λ J` (or its rows `Λ^{1/2} J`) to the blocks of `group`."""
+        names = [n for i in group for n in blocks[i].param_names]
+        lc = ctx.engine.logit_curvature(inputs, labels, names)
+        root = _signed_root(lc.loss_hessian) if any(i in acc.rows for i in group) else None
+        for i in group:
+            jac = flatten([lc.jacobians[n] for n in blocks[i].param_names], 2)
+            if root is not None and i in acc.rows:
+                acc.rows[i].append(torch.bmm(root[0], jac.double()).flatten(0, 1))
+                acc.signs[i].append(root[1].flatten())
+                continue
+            lam_jac = torch.bmm(lc.loss_hessian, jac)
+            # Per-batch product in the model dtype, accumulated in float64.
+            acc.dense[i] += (jac.flatten(0, 1).T @ lam_jac.flatten(0, 1)).double()
+
+    def _woodbury(self, u: Tensor, sign: Tensor, n: int):
+        """The factorised Woodbury form of `H = Uᵀ S U / n` (`S = diag(sign)`, entries ±1).
+
+        `(H + λ I)⁻¹ v = (v - Uᵀ (n λ S + U Uᵀ)⁻¹ U v) / λ`, exactly: `("woodbury", U, L)`
+        with `L` the Cholesky factor of the inner matrix, or `("woodbury-lu", U, LU,
+        pivots)` where a loss that is not convex in the outputs makes it indefinite.
+        """
+        inner = u @ u.T
+        inner.diagonal().add_(n * self.damping * sign)
+        if bool((sign > 0).all()):
+            return ("woodbury", u, torch.linalg.cholesky(inner))
+        lu, pivots = torch.linalg.lu_factor(inner)
+        return ("woodbury-lu", u, lu, pivots)
 
     def _choose_methods(self, ctx: FitContext, blocks: list[Block]) -> None:
         """`self.method` and `self.residual` per block (probed on the first training batch)."""
@@ -192,9 +227,54 @@ class ExactStrategy(CurvatureStrategy):
         """Solves `(H_b + damping I) x = v` for every row v of `vectors`, in float64."""
         kind, *factor = self._factors[block]
         rhs = vectors.T.to(torch.float64)
+        if kind.startswith("woodbury"):
+            u, *inner = factor
+            z = (
+                torch.cholesky_solve(u @ rhs, inner[0])
+                if kind == "woodbury"
+                else torch.linalg.lu_solve(inner[0], inner[1], u @ rhs)
+            )
+            return ((rhs - u.T @ z) / self.damping).T
         if kind == "cholesky":
             return torch.cholesky_solve(rhs, factor[0]).T
         return torch.linalg.lu_solve(factor[0], factor[1], rhs).T
+
+
+@dataclass
+class _Accumulated:
+    """What a fit sums per block: a dense matrix, or Gauss-Newton rows and their signs."""
+
+    dense: dict[int, Tensor]
+    rows: dict[int, list[Tensor]]
+    signs: dict[int, list[Tensor]]
+
+
+def _outputs_per_example(ctx: FitContext) -> int:
+    """The number of model outputs per example, from one training example."""
+    inputs, labels = ctx.first_batch()
+    one = tuple(x[:1] for x in inputs)
+    return ctx.engine.outputs(one, labels[:1], "train_dataset")[0].numel()
+
+
+def _low_rank(ctx: FitContext, damping: float, n_out: int, numel: int) -> bool:
+    """Whether a Gauss-Newton block is kept as its rows (Woodbury) rather than dense.
+
+    Its rank is at most `n_train x outputs`: with at most half as many rows as parameters
+    the rows are smaller than the block and their Gram matrix cheaper to factorise.
+    Under torch.distributed the blocks are summed over processes, so they stay dense.
+    """
+    return ctx.shard is None and damping > 0 and 2 * ctx.n_train * n_out <= numel
+
+
+def _signed_root(lam: Tensor) -> tuple[Tensor, Tensor]:
+    """`R [B, C, C]` and signs `s [B, C]` (float64) with `lam = Rᵀ diag(s) R` per example."""
+    values, vectors = torch.linalg.eigh(lam.double())
+    # Rounding leaves a convex loss's zero eigenvalues (softmax: the direction 1) at ±1e-17;
+    # only clearly negative ones count as negative.
+    tol = values.shape[-1] * torch.finfo(values.dtype).eps * values.abs().amax(-1, keepdim=True)
+    negative = values < -tol
+    root = values.abs().sqrt()[:, :, None] * vectors.transpose(1, 2)
+    return root, torch.where(negative, -1.0, 1.0).to(root)
 
 
 def _groups(indices: list[int], blocks: list[Block], bytes_per_param: int) -> list[list[int]]:
