@@ -49,7 +49,7 @@ docs: $(STAMP)
 test-fast: lint
 	$(BIN)/python -m pytest -n $(WORKERS) --dist worksteal -m "not slow and not zoo"
 
-# The torchvision architecture matrix: every model, every layer, every strategy (long on a CPU).
+# The torchvision architecture matrix alone (every model, every strategy; part of `make test`).
 test-zoo: $(STAMP)
 	$(BIN)/python -m pytest -m zoo tests/influence/test_zoo.py
 

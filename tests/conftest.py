@@ -26,10 +26,12 @@ def pytest_configure(config):
 
 
 def _schedule_rank(item) -> int:
-    """0: the notebooks (the longest tests), 1: other slow tests, 2: the rest."""
+    """0: the notebooks (the longest tests), 1: the zoo, 2: other slow tests, 3: the rest."""
+    if "zoo" in item.keywords:
+        return 1
     if "slow" not in item.keywords:
-        return 2
-    return 0 if item.path.name == "test_tutorials.py" else 1
+        return 3
+    return 0 if item.path.name == "test_tutorials.py" else 2
 
 
 def pytest_collection_modifyitems(config, items):

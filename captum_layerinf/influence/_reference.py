@@ -86,7 +86,8 @@ class GaussNewtonWoodbury(CurvatureStrategy):
             if not self.pieces:
                 rows_total = ctx.n_train * len(dirs)
                 self.pieces = [
-                    _use_pieces(s, a, rows_total) for s, a in zip(self.layers, acts, strict=True)
+                    _use_pieces(s, a, rows_total, ctx.n_train)
+                    for s, a in zip(self.layers, acts, strict=True)
                 ]
             index = torch.arange(seen, seen + len(labels), device=labels.device)
             for j, d in enumerate(dirs):
@@ -119,32 +120,50 @@ class GaussNewtonWoodbury(CurvatureStrategy):
         return self.u[b], a, ex
 
     def _piece_gram(self, b: int) -> Tensor:
-        """`U Uᵀ` from the pieces: `Σ_{t,s} (g_rt · g_r's)(a_rt · a_r's)`, into float64."""
+        """`U Uᵀ` from the pieces: `Σ_{t,s} (g_rt · g_r's)(a_rt · a_r's)`, into float64.
+
+        The k rows of an example share its activations: rows are taken in order of their
+        example, so that a chunk of rows needs the activation products of only its own few
+        examples (k² times fewer than one per pair of rows), and the lower triangle is
+        the upper one's transpose.
+        """
         g, a, ex = self._pieces_of(b)
+        order = torch.argsort(ex, stable=True)
+        g, ex = g[order], ex[order]
         n, t = g.shape[:2]
         step = max(1, int((PIECE_CHUNK_ELEMENTS / t**2) ** 0.5))
         out = torch.empty(n, n, dtype=torch.float64, device=g.device)
         for lo in range(0, n, step):
-            gi, ai = g[lo : lo + step], a[ex[lo : lo + step]]
-            for lo2 in range(0, n, step):
-                gj, aj = g[lo2 : lo2 + step], a[ex[lo2 : lo2 + step]]
+            gi, (ai, inv_i) = g[lo : lo + step], _examples(a, ex[lo : lo + step])
+            for lo2 in range(lo, n, step):
+                gj, (aj, inv_j) = g[lo2 : lo2 + step], _examples(a, ex[lo2 : lo2 + step])
                 gg = torch.einsum("ito,juo->itju", gi, gj)
-                aa = torch.einsum("itd,jud->itju", ai, aj)
-                out[lo : lo + step, lo2 : lo2 + step] = (gg * aa).sum((1, 3))
-        return out
+                aa = torch.einsum("itd,jud->itju", ai, aj)[inv_i][:, :, inv_j]
+                block = (gg * aa).sum((1, 3)).double()
+                out[lo : lo + step, lo2 : lo2 + step] = block
+                out[lo2 : lo2 + step, lo : lo + step] = block.T
+        back = torch.empty_like(order)
+        back[order] = torch.arange(n, device=order.device)
+        return out[back][:, back]
 
     def _u_times(self, b: int, v: Tensor) -> Tensor:
-        """`U V` `[r, n]` for flat vectors `v [n, P]`, returned in float64."""
+        """`U V` `[r, n]` for flat vectors `v [n, P]`, returned in float64.
+
+        From the pieces, `(U v)_r = Σ_t g_rtᵀ M a_{ex(r)t}`: `M a` once per example (its k
+        rows share it), then one dot product per row and position.
+        """
         if not self.pieces[b]:
             return _matmul(self.u[b], v.T)
         g, a, ex = self._pieces_of(b)
         m = self.layers[b].from_flat(v.to(g.dtype))  # [n, d_out, d_in]
-        out = []
-        step = max(1, PIECE_CHUNK_ELEMENTS // max(1, g.shape[1] * len(v) * m.shape[-1]))
-        for lo in range(0, len(g), step):
-            gv = torch.einsum("rto,noi->rtni", g[lo : lo + step], m)
-            out.append(torch.einsum("rtni,rti->rn", gv, a[ex[lo : lo + step]]))
-        return torch.cat(out).double()
+        out = torch.empty(len(g), len(v), dtype=torch.float64, device=g.device)
+        step = max(1, PIECE_CHUNK_ELEMENTS // max(1, a.shape[1] * len(v) * m.shape[1]))
+        for lo in range(0, len(a), step):
+            ma = torch.einsum("noi,eti->etno", m, a[lo : lo + step])  # [e, T, n, d_out]
+            rows = ((ex >= lo) & (ex < lo + step)).nonzero().flatten()
+            part = torch.einsum("rto,rtno->rn", g[rows], ma[ex[rows] - lo])
+            out[rows] = part.double()
+        return out
 
     def _u_transposed_times(self, b: int, z: Tensor) -> Tensor:
         """`Uᵀ Z` as flat vectors `[n, P]` for `z [r, n]`, returned in float64."""
@@ -171,16 +190,39 @@ PIECE_CHUNK_ELEMENTS = 2**22
 """Largest intermediate (float64 elements) formed at once from the pieces."""
 
 
-def _use_pieces(layer, a: Tensor, rows: int) -> bool:
+def _examples(a: Tensor, ex: Tensor) -> tuple[Tensor, Tensor]:
+    """The activations of the examples `ex` (sorted) name once each, and where each row's is."""
+    unique, inverse = torch.unique_consecutive(ex, return_inverse=True)
+    return a[unique], inverse
+
+
+def _use_pieces(layer, a: Tensor, rows: int, n: int) -> bool:
     """Whether to keep a block's `U` as pieces: cheaper, or its rows would not fit.
 
     Only ungrouped layers; `a [B, T, d_in]` are the activations of the first batch.
     """
     if layer.groups != 1:
         return False
-    t, p = a.shape[-2], layer.d_in * layer.d_out
-    too_big = rows * p * a.element_size() > REFERENCE_ROWS_BYTES
-    return too_big or t * t * (layer.d_in + layer.d_out) < p
+    too_big = rows * layer.d_in * layer.d_out * a.element_size() > REFERENCE_ROWS_BYTES
+    return too_big or pieces_cheaper(layer, a.shape[-2], rows, n)
+
+
+def pieces_cheaper(layer, positions: int, rows: int, n: int) -> bool:
+    """Whether pieces cost fewer operations than rows, for `rows` rows of `n` examples.
+
+    Rows: forming them (`r T P`), their Gram matrix (`r² P`) and products with a few
+    queries (`QUERIES r P` each way). Pieces: the products of output gradients
+    (`(r T)² d_out`) and of the examples' activations (`(n T)² d_in`), and the queries
+    once per example (`QUERIES n T P` each way).
+    """
+    t, p = positions, layer.d_in * layer.d_out
+    as_rows = rows * t * p + rows**2 * p + 2 * QUERIES * rows * p
+    as_pieces = (rows * t) ** 2 * (layer.d_out + 1) + (n * t) ** 2 * layer.d_in
+    return as_pieces + 2 * QUERIES * n * t * p < as_rows
+
+
+QUERIES = 4
+"""Vectors a reference solves for, in the cost model of `pieces_cheaper` (`check`'s n_test)."""
 
 
 def piece_bytes(layer, positions: int, rows: int, n: int, itemsize: int) -> int:
@@ -298,7 +340,7 @@ class ReferenceStrategy(CurvatureStrategy):
                 if layer.groups == 1:
                     positions = positions or self._positions(ctx, blocks)
                     t = positions[i]
-                    cheaper = t * t * (layer.d_in + layer.d_out) < layer.d_in * layer.d_out
+                    cheaper = pieces_cheaper(layer, t, rows, ctx.n_train)
                     if need > REFERENCE_ROWS_BYTES or cheaper:  # as `_use_pieces` decides
                         need = piece_bytes(layer, t, rows, ctx.n_train, itemsize)
                 if need <= REFERENCE_ROWS_BYTES:

@@ -73,13 +73,18 @@ def test_default_check_compares_on_a_curvature_subset(relu_problem):
         assert abs(report.pearson[k] - pearson(ours[k], ref[k])) < 1e-6
 
 
-@pytest.mark.parametrize("pieces", [None, pytest.param(True, marks=pytest.mark.slow), False])
+@pytest.mark.parametrize(
+    "pieces", [None, pytest.param(True, marks=pytest.mark.slow), False, "chunked"]
+)
 def test_gauss_newton_woodbury_equals_exact_on_a_relu_net(relu_problem, monkeypatch, pieces):
     """The check's reference for Linear/Conv2d blocks (reverse passes, Woodbury) is the
     exact damped block where the logits are piecewise linear in the layer, whether it
-    keeps its rows or their pieces (forced here; None: its own choice per block)."""
+    keeps its rows or their pieces (forced here; None: its own choice per block), formed
+    at once or in many small chunks of rows and examples."""
     if pieces is not None:
-        monkeypatch.setattr(_reference, "_use_pieces", lambda *_: pieces)
+        monkeypatch.setattr(_reference, "_use_pieces", lambda *_: bool(pieces))
+    if pieces == "chunked":
+        monkeypatch.setattr(_reference, "PIECE_CHUNK_ELEMENTS", 2**14)
     model, train, _ = relu_problem
     train = train.tensors[0][:24], train.tensors[1][:24]  # 216 rows of U: a fast forced case
     li = LayerInfluence(model, train, hessian="exact", damping=1e-2)

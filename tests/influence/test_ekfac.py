@@ -7,6 +7,7 @@ from torch import nn
 from captum_layerinf import LayerInfluence
 from captum_layerinf._utils.stats import pearson
 from captum_layerinf.influence.strategies import EKFACSettings
+from captum_layerinf.influence.strategies._kronecker import sandwich
 from tests.conftest import rel_err
 
 from ._reference import dense_hessian, layer_names_of
@@ -276,3 +277,14 @@ def test_a_factor_whose_eigh_fails_gets_its_eigenvectors_from_an_svd(monkeypatch
     rotated = q.T @ m @ q
     off = rotated - torch.diag(rotated.diagonal())
     assert off.abs().max() <= 1e-10 * m.abs().max()
+
+
+@pytest.mark.parametrize("thin", ["left", "right"])
+def test_sandwich_is_the_product_in_either_order(thin):
+    """`sandwich` picks the cheaper association; both are the same product."""
+    gen = torch.Generator().manual_seed(0)
+    wide, narrow = (3, 40) if thin == "left" else (40, 3)
+    left = torch.randn(2, wide, 30, generator=gen, dtype=torch.float64)
+    m = torch.randn(2, 30, 50, generator=gen, dtype=torch.float64)
+    right = torch.randn(2, 50, narrow, generator=gen, dtype=torch.float64)
+    assert torch.allclose(sandwich(left, m, right), left @ m @ right, rtol=1e-12, atol=1e-12)

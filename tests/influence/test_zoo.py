@@ -1,9 +1,10 @@
 """torchvision architectures at 32x32, random weights (nothing downloaded): every method runs.
 
 Tests restrict `layers=` to a stem conv, a batch-norm and the classifier, on resnet18 in
-every run. The tests marked `zoo` (`make test-zoo`, minutes per model on a 2-core CPU) run
-the same on the other architectures, make one full-default call per model (every layer,
-global influence, check) and run every registered strategy on those layers.
+every run. The tests marked `zoo` (in `make test`, left out of `make test-fast`; about 3
+minutes on 2 cores) run the same on the other architectures, make one full-default call
+per model (every layer, global influence, check) and run every registered strategy on those
+layers.
 """
 
 import warnings

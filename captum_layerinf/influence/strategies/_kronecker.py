@@ -177,9 +177,23 @@ def squared_moments(
         part = a[lo : lo + step] if gather is None else a.index_select(0, gather[lo : lo + step])
         m = torch.einsum("bgto,bgti->bgoi", g[lo : lo + step], part)
         if not first:
-            m = q_g.mT @ m @ q_a
+            m = sandwich(q_g.mT, m, q_a)
         total = total + (m**2).sum(0).double()
     return total
+
+
+def sandwich(left: Tensor, m: Tensor, right: Tensor) -> Tensor:
+    """`left @ m @ right`, multiplied in the cheaper order.
+
+    With a thin basis on one side (a low-rank factor: vgg11_bn's `classifier.0` has
+    `d_in` 25,088 and a few dozen activation rows) the order decides the cost: ten times
+    fewer operations there when the thin side goes first.
+    """
+    a, b = left.shape[-2:]
+    c, d = right.shape[-2:]
+    if a * c * (b + d) <= b * d * (a + c):
+        return (left @ m) @ right
+    return left @ (m @ right)
 
 
 def grouped(t: Tensor, layer: StructuredLayer) -> Tensor:

@@ -38,6 +38,7 @@ from ._kronecker import (
     layer_blocks,
     rotates_first,
     sampled_or_true_cotangents,
+    sandwich,
     squared_moments,
     ungrouped,
 )
@@ -400,14 +401,14 @@ class EKFACStrategy(CurvatureStrategy):
         j = list(self.layers).index(block)
         layer, (q_g, q_a) = self.layers[block], self._bases[j]
         v = grouped(layer.from_flat(vectors.to(self.dtype)), layer)  # [m, G, d_out, d_in]
-        rotated = q_g.mT @ v @ q_a
+        rotated = sandwich(q_g.mT, v, q_a)
         scaled = rotated / (self._eigenvalues[j] + self.damping).to(self.dtype)
         if self.ranks[block] == (layer.d_out, layer.d_in):
-            out = q_g @ scaled @ q_a.mT
+            out = sandwich(q_g, scaled, q_a.mT)
         else:
             # The factors' null spaces have eigenvalue 0: (0 + λ)⁻¹ there, i.e.
             # Q S Qᵀ + (v - Q R Qᵀ) / λ, with one product back instead of two.
-            out = q_g @ (scaled - rotated / self.damping) @ q_a.mT + v / self.damping
+            out = sandwich(q_g, scaled - rotated / self.damping, q_a.mT) + v / self.damping
         return layer.to_flat(out if layer.groups > 1 else out.squeeze(1))
 
     def eigenvalue_spectrum(self, block: int) -> Tensor:
