@@ -7,7 +7,7 @@ from torch import nn
 from captum_layerinf import LayerInfluence
 from captum_layerinf._utils.stats import pearson
 from captum_layerinf.influence.strategies import EKFACSettings
-from captum_layerinf.influence.strategies._kronecker import sandwich
+from captum_layerinf.influence.strategies._kronecker import _row_basis, sandwich
 from tests.conftest import rel_err
 
 from ._reference import dense_hessian, layer_names_of
@@ -288,3 +288,17 @@ def test_sandwich_is_the_product_in_either_order(thin):
     m = torch.randn(2, 30, 50, generator=gen, dtype=torch.float64)
     right = torch.randn(2, 50, narrow, generator=gen, dtype=torch.float64)
     assert torch.allclose(sandwich(left, m, right), left @ m @ right, rtol=1e-12, atol=1e-12)
+
+
+def test_row_basis_is_an_orthonormal_basis_of_the_rows_span():
+    """Rank 5 in 40 rows of dimension 300 (repeated, scaled and mixed rows): 5 columns,
+    orthonormal, and projecting the rows onto them gives the rows back."""
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn(40, 5, generator=gen, dtype=torch.float64) @ torch.randn(
+        5, 300, generator=gen, dtype=torch.float64
+    )
+    rows[3] *= 1e3
+    basis = _row_basis(rows)[0]
+    assert basis.shape == (300, 5)
+    assert torch.allclose(basis.T @ basis, torch.eye(5, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(rows @ basis @ basis.T, rows, atol=1e-9 * float(rows.abs().max()))

@@ -84,10 +84,23 @@ def _symmetric_eigenvectors(m: Tensor) -> Tensor:
 
 
 def _row_basis(rows: Tensor) -> Tensor:
-    """An orthonormal basis `[1, dim, r]` of the span of `rows [n, dim]`."""
-    _, sv, vh = torch.linalg.svd(rows, full_matrices=False)
-    keep = sv > sv.max() * max(rows.shape) * torch.finfo(torch.float64).eps
-    return vh[keep].T[None]
+    """An orthonormal basis `[1, dim, r]` of the span of `rows [n, dim]` (float64).
+
+    From the eigenvectors of the rows' Gram matrix: `R = U S Vᵀ` gives `V = Rᵀ U S⁻¹`, one
+    matrix product and an `n x n` `eigh`, several times faster than an SVD of the rows
+    (2.7 s against 7.8 s for 2,304 x 4,096 rows on 2 cores). Directions whose singular
+    value is below `ROW_BASIS_RTOL` of the largest are left to the null space (factor
+    eigenvalue 0, as the dense decomposition gives them to rounding); above it the basis
+    is orthonormal to about `1e-16 / ROW_BASIS_RTOL**2`.
+    """
+    values, vectors = torch.linalg.eigh(rows @ rows.T)
+    keep = values > values.max().clamp_min(1e-300) * ROW_BASIS_RTOL**2
+    basis = rows.T @ (vectors[:, keep] / values[keep].sqrt())
+    return basis.flip(-1)[None]  # largest first, as from an SVD
+
+
+ROW_BASIS_RTOL = 1e-5
+"""Singular values of a factor's rows below this fraction of the largest are dropped."""
 
 
 def sampled_or_true_cotangents(loss, logits: Tensor, labels: Tensor, fisher: str, gen) -> Tensor:
