@@ -52,7 +52,8 @@ def shared_parameter_names(model: nn.Module) -> set[str]:
     formed from one module's inputs and output gradients.
     """
     count: dict[int, int] = {}
-    # One walk (called per block, on models of 400 modules), a module shared counted twice.
+    # One walk (this runs per block, on models of 400 modules); a module registered under
+    # two names counts its parameters twice.
     for _, module in model.named_modules(remove_duplicate=False):
         for p in module._parameters.values():
             if p is not None:

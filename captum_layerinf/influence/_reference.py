@@ -191,7 +191,7 @@ PIECE_CHUNK_ELEMENTS = 2**22
 
 
 def _examples(a: Tensor, ex: Tensor) -> tuple[Tensor, Tensor]:
-    """The activations of the examples `ex` (sorted) name once each, and where each row's is."""
+    """The activations of the examples in sorted `ex`, once each, and each row's index into them."""
     unique, inverse = torch.unique_consecutive(ex, return_inverse=True)
     return a[unique], inverse
 
