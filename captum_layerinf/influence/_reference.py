@@ -33,8 +33,6 @@ REFERENCE_ROWS_BYTES = 512 * 2**20
 """Largest Woodbury factor `U [m k, P]` kept in memory; larger blocks use CG."""
 REFERENCE_TOTAL_BYTES = 2**30
 """What the references of one group of blocks may hold together (see `plan_groups`)."""
-EXACT_KINDS = ("exact", "gauss-newton")
-"""Strategies whose fit on the same data is reused as the reference."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +118,42 @@ class GaussNewtonWoodbury(CurvatureStrategy):
         return self.u[b], a, ex
 
     def _piece_gram(self, b: int) -> Tensor:
+        """`U Uᵀ` from the pieces, into float64, by the cheaper of two routes.
+
+        Products of the pieces (`_gram_of_products`), or the rows formed from them a slice
+        of columns at a time (`_gram_of_rows`: rows that would not fit at once, e.g. the
+        middle convolutions of a ResNet at 224x224, 13x fewer operations there).
+        """
+        g, a, _ = self._pieces_of(b)
+        if products_cheaper(self.layers[b], g.shape[1], len(g), len(a)):
+            return self._gram_of_products(b)
+        return self._gram_of_rows(b)
+
+    def _gram_of_rows(self, b: int) -> Tensor:
+        """`U Uᵀ` as `Σ_slices U_s U_sᵀ`, each `U_s` (some output channels) formed from pieces.
+
+        The rows of an example are laid out `[n, k, ...]` (k its most rows; missing ones
+        are zero), so that a slice of all rows is one batched product `g_eᵀ a_e` per example.
+        """
+        g, a, ex = self._pieces_of(b)
+        n, (r, t, d_out), d_in = len(a), g.shape, a.shape[-1]
+        counts = torch.bincount(ex, minlength=n)
+        k = int(counts.max())
+        order = torch.argsort(ex, stable=True)
+        slot = torch.empty_like(ex)
+        slot[order] = torch.arange(r, device=ex.device) - (counts.cumsum(0) - counts)[ex[order]]
+        width = max(1, PIECE_CHUNK_ELEMENTS // max(1, n * k * max(t, d_in)))
+        padded = torch.zeros(n * k, n * k, dtype=torch.float64, device=g.device)
+        for lo in range(0, d_out, width):
+            part = g[:, :, lo : lo + width]
+            grid = torch.zeros(n, k, part.shape[-1], t, dtype=g.dtype, device=g.device)
+            grid[ex, slot] = part.transpose(1, 2)
+            u = torch.bmm(grid.flatten(1, 2), a).reshape(n * k, -1)  # [n k, width d_in]
+            padded += (u @ u.T).double()
+        where = ex * k + slot
+        return padded[where][:, where]
+
+    def _gram_of_products(self, b: int) -> Tensor:
         """`U Uᵀ` from the pieces: `Σ_{t,s} (g_rt · g_r's)(a_rt · a_r's)`, into float64.
 
         The k rows of an example share its activations: rows are taken in order of their
@@ -210,15 +244,30 @@ def _use_pieces(layer, a: Tensor, rows: int, n: int) -> bool:
 def pieces_cheaper(layer, positions: int, rows: int, n: int) -> bool:
     """Whether pieces cost fewer operations than rows, for `rows` rows of `n` examples.
 
-    Rows: forming them (`r T P`), their Gram matrix (`r² P`) and products with a few
-    queries (`QUERIES r P` each way). Pieces: the products of output gradients
-    (`(r T)² d_out`) and of the examples' activations (`(n T)² d_in`), and the queries
-    once per example (`QUERIES n T P` each way).
+    Rows: forming them and their Gram matrix (`_rows_gram_ops`) and products with a few
+    queries (`QUERIES r P` each way). Pieces: the cheaper Gram route of `_piece_gram`,
+    and the queries once per example (`QUERIES n T P` each way).
     """
     t, p = positions, layer.d_in * layer.d_out
-    as_rows = rows * t * p + rows**2 * p + 2 * QUERIES * rows * p
-    as_pieces = (rows * t) ** 2 * (layer.d_out + 1) + (n * t) ** 2 * layer.d_in
-    return as_pieces + 2 * QUERIES * n * t * p < as_rows
+    as_rows = _rows_gram_ops(layer, t, rows) + 2 * QUERIES * rows * p
+    gram = min(_products_gram_ops(layer, t, rows, n), _rows_gram_ops(layer, t, rows))
+    return gram + 2 * QUERIES * n * t * p < as_rows
+
+
+def products_cheaper(layer, positions: int, rows: int, n: int) -> bool:
+    """Whether the Gram matrix costs fewer operations from products of pieces than rows."""
+    return _products_gram_ops(layer, positions, rows, n) < _rows_gram_ops(layer, positions, rows)
+
+
+def _rows_gram_ops(layer, t: int, r: int) -> int:
+    """Forming `r` rows from pieces (`r T P`) and their Gram matrix (`r² P`)."""
+    p = layer.d_in * layer.d_out
+    return r * t * p + r**2 * p
+
+
+def _products_gram_ops(layer, t: int, r: int, n: int) -> int:
+    """Products of output gradients (`(r T)² d_out`) and of activations (`(n T)² d_in`)."""
+    return (r * t) ** 2 * (layer.d_out + 1) + (n * t) ** 2 * layer.d_in
 
 
 QUERIES = 4
@@ -255,52 +304,21 @@ def _matmul_t(u: Tensor, z: Tensor, cols: int = 2**20) -> Tensor:
 class ReferenceStrategy(CurvatureStrategy):
     """The default reference of `check`, chosen per block (`self.kinds[b]` says which).
 
-    The checked strategy's own fit where it is exact on the same data; else Woodbury
-    Gauss-Newton (Linear/Conv2d whose factor fits); else exact if the dense block is
-    small; else CG.
+    Woodbury Gauss-Newton (Linear/Conv2d whose factor fits); else exact if the dense block
+    is small; else CG. Blocks the checked strategy solves exactly are their own reference
+    (`own_reference`) and never reach this.
 
     Args:
         damping: λ.
-        reuse: The checked strategy, fitted on the same data.
-        index: Where this reference's blocks are among `reuse`'s (None: the same blocks);
-            `check` fits a reference per group of blocks (see `plan_groups`).
+        kinds: The kind of each block, from `plan` on these blocks (None: planned at `fit`).
     """
 
     name = "reference"
     Settings = _NoSettings
 
-    def __init__(
-        self,
-        damping: float,
-        reuse: CurvatureStrategy | None = None,
-        index: list[int] | None = None,
-    ) -> None:
+    def __init__(self, damping: float, kinds: list[str] | None = None) -> None:
         super().__init__(_NoSettings(), damping)
-        self.reuse = reuse
-        self.index = index
-
-    def _reuse_index(self, block: int) -> int:
-        return block if self.index is None else self.index[block]
-
-    def _exact_in_reuse(self, block: int) -> bool:
-        """Whether `reuse` (fitted on the same data) solves this block exactly.
-
-        With "exact", or with "gauss-newton": the Gauss-Newton block, this reference's own
-        choice for Linear/Conv2d layers.
-        """
-        r = self.reuse
-        if r is None:
-            return False
-        mine = r.blocks if self.index is None else [r.blocks[i] for i in self.index]
-        if mine != self.blocks:
-            return False
-        if r.name in EXACT_KINDS:
-            return True
-        route = getattr(r, "_route", None)
-        slices = getattr(r, "_slices", None)
-        if r.name != "auto" or slices is not None or route is None:
-            return False
-        return route[self._reuse_index(block)][1] in EXACT_KINDS
+        self.given = kinds
 
     def _n_directions(self, ctx: FitContext) -> int:
         inputs, labels = ctx.first_batch()
@@ -329,10 +347,6 @@ class ReferenceStrategy(CurvatureStrategy):
         out = []
         for i, b in enumerate(blocks):
             dense = 8 * b.numel**2
-            if dense <= REFERENCE_DENSE_BYTES and self._exact_in_reuse(i):
-                # Exact on the same data is deterministic: the checked fit is reused.
-                out.append(("reused", 0))
-                continue
             layer = structured_layer(ctx.model, b.layers, b.param_names)
             if layer is not None:
                 rows = rows if rows is not None else ctx.n_train * self._n_directions(ctx)
@@ -351,14 +365,11 @@ class ReferenceStrategy(CurvatureStrategy):
 
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
         """Chooses and fits the reference of every block."""
-        self.kinds = [kind for kind, _ in self.plan(ctx, blocks)]
+        self.blocks = blocks
+        self.kinds = self.given or [kind for kind, _ in self.plan(ctx, blocks)]
         self.parts: dict[str, tuple[CurvatureStrategy, list[int]]] = {}
         for kind in dict.fromkeys(self.kinds):
             own = [i for i, k in enumerate(self.kinds) if k == kind]
-            if kind == "reused":
-                assert self.reuse is not None  # "reused" is chosen only with a strategy to reuse
-                self.parts[kind] = (self.reuse, [self._reuse_index(i) for i in own])
-                continue
             part = (
                 GaussNewtonWoodbury(_NoSettings(), self.damping)
                 if kind == "gauss-newton"
@@ -367,14 +378,25 @@ class ReferenceStrategy(CurvatureStrategy):
             part.fit(ctx, [blocks[i] for i in own])
             self.parts[kind] = (part, own)
         self.route = [(k, self.kinds[:i].count(k)) for i, k in enumerate(self.kinds)]
-        for i, (k, _) in enumerate(self.route):
-            if k == "reused":
-                self.route[i] = (k, self._reuse_index(i))  # The reused strategy's own index.
 
     def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
         """The block's reference `(H_b + λ I)^{-1} v`, float64."""
         kind, local = self.route[block]
         return self.parts[kind][0].inverse_hvp(local, vectors)
+
+
+def own_reference(strategy: CurvatureStrategy, model, blocks: list[Block]) -> list[bool]:
+    """Per block, whether `strategy` is its own reference there.
+
+    Where it solves the block exactly (`CurvatureStrategy.exact_blocks`: its damped
+    Hessian, or its Gauss-Newton block, which is this reference's own choice for larger
+    Linear/Conv2d layers) and the dense block is small enough to be the reference's exact
+    choice, its scores on the same data are the reference's: `check` fits neither there.
+    """
+    exact = strategy.exact_blocks(model, blocks)
+    return [
+        e and 8 * b.numel**2 <= REFERENCE_DENSE_BYTES for e, b in zip(exact, blocks, strict=True)
+    ]
 
 
 def plan_groups(plan: list[tuple[str, int]], budget: int | None = None) -> list[list[int]]:

@@ -30,6 +30,7 @@ from ._check import CheckedRun, FidelityReport, check_fidelity
 from ._collect import ScoreCollector
 from ._distributed import Shard, current_shard
 from ._gradients import GradientEngine
+from ._reference import own_reference
 from ._resume import RunSpec, open_store, run_fingerprint, score_chunks
 from ._scoring import BlockGradients
 from .strategies import (
@@ -299,9 +300,12 @@ class LayerInfluence(DataInfluence):
         exact dense block where it is small, the exact damped Gauss-Newton block (inverted
         by the Woodbury identity, reverse-mode passes only) for larger Linear/Conv2d
         layers (the Hessian block where the logits are piecewise linear in the layer), and
-        CG otherwise. Approximate curvature (EK-FAC, LiSSA, identity) can be far off on a
-        trained network's nearly singular layers at small damping; run this before
-        trusting it.
+        CG otherwise. A layer this strategy solves exactly (`exact`, or `auto`'s exact and
+        Gauss-Newton layers, when small) is its own reference there: it is neither refitted
+        nor scored, and reported as "itself" with correlations 1 (`reference="exact"` or
+        another name computes every layer). Approximate curvature (EK-FAC, LiSSA,
+        identity) can be far off on a trained network's nearly singular layers at small
+        damping; run this before trusting it.
 
         Args:
             inputs: Test examples `(*inputs, labels)` or a DataLoader.
@@ -325,6 +329,7 @@ class LayerInfluence(DataInfluence):
             >>> report = LayerInfluence(model, train, hessian="ekfac").check((x, y))
             >>> report.pearson            # Tensor [n_layers]
         """
+        strategy = self._new_strategy()
         run = CheckedRun(
             train_loader=self.train_dataloader,
             n_train=self._n_train(),
@@ -332,9 +337,11 @@ class LayerInfluence(DataInfluence):
             layer_names=list(self.layer_names),
             damping=self.damping,
             query_rank=self.query_rank,
+            strategy_name=strategy.name,
             fitted=lambda: self._fit(Scope.LAYERS, show_progress),
-            fit_on=lambda loader, n: self._fit_on(loader, n, show_progress),
-            subset_ok=self._new_strategy().scores_outside_curvature,
+            fit_on=lambda loader, n, layers: self._fit_on(loader, n, layers, show_progress),
+            own_reference=own_reference(strategy, self.model, self._blocks(Scope.LAYERS)),
+            subset_ok=strategy.scores_outside_curvature,
         )
         with evaluation_state(self.model), output_transform(self.model, self.output_fn):
             return check_fidelity(
@@ -437,12 +444,13 @@ class LayerInfluence(DataInfluence):
         return strategy, ctx
 
     def _fit_on(
-        self, loader: DataLoader, n_train: int, show_progress: bool
+        self, loader: DataLoader, n_train: int, layers: list[int], show_progress: bool
     ) -> tuple[CurvatureStrategy, FitContext]:
-        """A fresh layer-wise strategy fitted on the training examples of `loader` only."""
+        """A fresh strategy of some layers (indices) fitted on the examples of `loader` only."""
         ctx = self._context(loader, n_train, show_progress)
         strategy = self._new_strategy()
-        strategy.fit(ctx, self._blocks(Scope.LAYERS))
+        blocks = self._blocks(Scope.LAYERS)
+        strategy.fit(ctx, [blocks[i] for i in layers])
         return strategy, ctx
 
     def _announce(self, scope: Scope, plan: list[tuple[str, str]]) -> None:

@@ -8,7 +8,7 @@ import torch
 from captum_layerinf import AutoSettings, FidelityReport, LayerInfluence
 from captum_layerinf._utils.data import as_dataloader
 from captum_layerinf._utils.stats import pearson
-from captum_layerinf.influence import _check, _reference
+from captum_layerinf.influence import _check, _reference, layer_influence
 from captum_layerinf.influence._reference import GaussNewtonWoodbury
 
 
@@ -30,9 +30,15 @@ def test_check_equals_correlations_computed_from_full_scores(relu_problem):
 
 def test_check_of_exact_is_perfect_and_silent(relu_problem, recwarn):
     model, train, test = relu_problem
-    report = LayerInfluence(model, train).check(test.tensors, n_test=3, n_train=20)
-    assert torch.all(report.pearson > 1 - 1e-8)
-    assert torch.allclose(report.scale, torch.ones_like(report.scale), atol=1e-6)
+    li = LayerInfluence(model, train)
+    report = li.check(test.tensors, n_test=3, n_train=20)
+    assert report.references == ["itself"] * len(li.layer_names)  # exact: its own reference
+    # Computed: on a ReLU net the Gauss-Newton blocks are the Hessian blocks.
+    computed = li.check(test.tensors, n_test=3, n_train=20, reference="gauss-newton")
+    assert computed.references == ["gauss-newton"] * len(li.layer_names)
+    for r in (report, computed):
+        assert torch.all(r.pearson > 1 - 1e-8)
+        assert torch.allclose(r.scale, torch.ones_like(r.scale), atol=1e-6)
     assert not [w for w in recwarn if "agrees poorly" in str(w.message)]
 
 
@@ -74,16 +80,19 @@ def test_default_check_compares_on_a_curvature_subset(relu_problem):
 
 
 @pytest.mark.parametrize(
-    "pieces", [None, pytest.param(True, marks=pytest.mark.slow), False, "chunked"]
+    "pieces",
+    [None, pytest.param(True, marks=pytest.mark.slow), "rows", False, "chunked", "chunked rows"],
 )
 def test_gauss_newton_woodbury_equals_exact_on_a_relu_net(relu_problem, monkeypatch, pieces):
     """The check's reference for Linear/Conv2d blocks (reverse passes, Woodbury) is the
     exact damped block where the logits are piecewise linear in the layer, whether it
-    keeps its rows or their pieces (forced here; None: its own choice per block), formed
-    at once or in many small chunks of rows and examples."""
+    keeps its rows or their pieces (forced here; None: its own choice per block), with
+    the pieces' Gram matrix from their products or from rows formed a slice at a time
+    ("rows"), at once or in many small chunks of rows, examples and columns."""
     if pieces is not None:
         monkeypatch.setattr(_reference, "_use_pieces", lambda *_: bool(pieces))
-    if pieces == "chunked":
+        monkeypatch.setattr(_reference, "products_cheaper", lambda *_: "rows" not in str(pieces))
+    if "chunked" in str(pieces):
         monkeypatch.setattr(_reference, "PIECE_CHUNK_ELEMENTS", 2**14)
     model, train, _ = relu_problem
     train = train.tensors[0][:24], train.tensors[1][:24]  # 216 rows of U: a fast forced case
@@ -120,30 +129,44 @@ def test_gauss_newton_woodbury_of_a_float32_model_equals_float64(relu_problem, m
         assert (got - want).norm() <= 1e-4 * want.norm()
 
 
-def test_reference_reuses_exact_blocks_and_uses_woodbury_elsewhere(relu_problem):
+@pytest.mark.parametrize("n_curvature", [None, 64])
+def test_exact_layers_are_their_own_reference_and_computing_them_agrees(
+    relu_problem, monkeypatch, n_curvature
+):
+    # "auto" makes the convs exact and the linear EK-FAC. The check fits and scores only
+    # the EK-FAC layer; computed anyway, the exact layers agree perfectly.
     model, train, test = relu_problem
-    budget = AutoSettings(max_block_bytes=8 * 300**2)  # the convs exact, the linear EK-FAC
+    budget = AutoSettings(max_block_bytes=8 * 300**2)
     li = LayerInfluence(model, train, hessian=budget)
     assert [c[0] for c in li.strategies.values()] == ["exact", "exact", "ekfac", "block-diagonal"]
-    report = li.check(test.tensors, n_test=3, n_train=20, warn_below=-1.0)
+    kw = dict(n_test=3, n_train=20, warn_below=-1.0, n_curvature=n_curvature)
+    report = li.check(test.tensors, **kw)
     assert report.strategy == "auto" and report.reference == "reference"
-    assert report.pearson[0] > 1 - 1e-10 and report.pearson[1] > 1 - 1e-10
+    assert report.references == ["itself", "itself", "gauss-newton"]
     assert 0.5 < report.pearson[2] < 1 - 1e-6
+    monkeypatch.setattr(
+        layer_influence, "own_reference", lambda s, m, blocks: [False] * len(blocks)
+    )
+    computed = li.check(test.tensors, **kw)
+    assert computed.references[2] == "gauss-newton"
+    assert torch.all(computed.pearson[:2] > 1 - 1e-10)
+    assert torch.allclose(computed.scale[:2], torch.ones(2, dtype=torch.float64), atol=1e-8)
+    assert abs(computed.pearson[2] - report.pearson[2]) < 1e-12
 
 
 def test_references_fitted_a_group_of_blocks_at_a_time_equal_one_fit(relu_problem, monkeypatch):
     # A deep network's references would not fit in memory at once: `check` fits and scores
     # them per group of blocks. With a 1-byte budget every held block is a group alone.
     model, train, test = relu_problem
-    budget = AutoSettings(max_block_bytes=8 * 300**2)  # the convs exact, the linear EK-FAC
-    li = LayerInfluence(model, train, hessian=budget)
+    li = LayerInfluence(model, train, hessian=AutoSettings(max_block_bytes=0))  # all EK-FAC
     whole = li.check(test.tensors, n_test=3, n_train=20, warn_below=-1.0)
+    assert whole.references == ["gauss-newton"] * 3
     strategy, ctx = li._fit("layers", False)
-    plan = _reference.ReferenceStrategy(li.damping, strategy).plan(ctx, strategy.blocks)
-    assert [k for k, _ in plan] == ["reused", "reused", "gauss-newton"]
+    plan = _reference.ReferenceStrategy(li.damping).plan(ctx, strategy.blocks)
+    assert [k for k, _ in plan] == ["gauss-newton"] * 3
     monkeypatch.setattr(_reference, "REFERENCE_TOTAL_BYTES", 1)
-    assert _reference.plan_groups(plan) == [[0, 1, 2]]  # Reused blocks hold nothing.
-    assert _reference.plan_groups([("gauss-newton", 8)] * 3) == [[0], [1], [2]]
+    assert _reference.plan_groups(plan) == [[0], [1], [2]]
+    assert _reference.plan_groups([("exact", 0)] * 3) == [[0, 1, 2]]  # Nothing held.
     monkeypatch.setattr(_check, "plan_groups", lambda plan: [[i] for i in range(len(plan))])
     grouped = li.check(test.tensors, n_test=3, n_train=20, warn_below=-1.0)
     assert torch.allclose(grouped.pearson, whole.pearson, rtol=0, atol=1e-12)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from captum_layerinf import LayerInfluence, available_strategies
+from captum_layerinf.influence._reference import own_reference
 from captum_layerinf.influence.strategies import make_strategy, shardable_strategies
 from captum_layerinf.influence.strategies.base import _REGISTRY
 from tests.conftest import rel_err
@@ -80,6 +81,11 @@ def test_strategy_keeps_the_contract(name, relu_problem):
     assert torch.isfinite(report.pearson).all() and torch.isfinite(report.scale).all()
     if name in EXACT_FAMILY:
         assert (report.pearson > 1 - 1e-6).all(), report.pearson
+    own = own_reference(strategy, model, li._blocks("layers"))
+    assert report.references.count("itself") == sum(own)
+    if any(own):  # Its own reference there: computed, it agrees with the reference exactly.
+        computed = li.check((x, y), n_test=3, n_train=12, n_curvature=16, reference="exact")
+        assert (computed.pearson > 1 - 1e-6).all(), computed.pearson
 
     if name in EXACT_FAMILY and name != "exact":
         exact = LayerInfluence(model, train, hessian="exact", damping=damping, batch_size=16)

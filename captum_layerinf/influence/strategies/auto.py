@@ -197,6 +197,10 @@ class AutoStrategy(CurvatureStrategy):
             return [self._block_diagonal(model, block)]
         return [self._choose(model, b) for b in blocks]
 
+    def exact_blocks(self, model, blocks: list[Block]) -> list[bool]:
+        """The blocks planned `exact` (at fit time `exact` or `gauss-newton`, both exact)."""
+        return [name == "exact" for name, _ in self.plan(model, blocks)]
+
     def _block_diagonal(
         self, model, block: Block, parts: list[str] | None = None
     ) -> tuple[str, str]:

@@ -51,6 +51,9 @@ class FitContext:
     set must go through `all_reduce`."""
     example_shapes: list[tuple[int, ...]] | None = None
     """Per-example shapes of the training inputs, to explain a failing forward pass."""
+    validated: bool = False
+    """Every batch this context will see was validated before (`check`'s later passes):
+    `validate_batch` runs no forward pass."""
 
     def batches(self, desc: str) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
         """One pass over (this rank's share of) the training set, batches validated."""
@@ -120,6 +123,8 @@ class FitContext:
 
     def validate_batch(self, inputs: tuple[Tensor, ...], labels: Tensor, what: str) -> None:
         """Runs the model on a batch, checking labels and losses; explains shape errors."""
+        if self.validated:
+            return
         try:
             self.engine.outputs(inputs, labels, what)
         except RuntimeError as e:
@@ -152,6 +157,9 @@ class CurvatureStrategy(ABC):
     scores_outside_curvature: ClassVar[bool] = True
     """Whether scores of training examples outside the curvature's data are right; `check`
     fits a strategy that says False on the whole training set, not on a subset."""
+    solves_exactly: ClassVar[bool] = False
+    """Whether a fit solves every block exactly on its data: its damped Hessian block, or
+    its Gauss-Newton block (see `exact_blocks`)."""
     keep_factors: bool = False
     """Set by `LayerInfluence` on the strategy it scores with (not on strategies used
     inside another): a strategy that can keep the training batches' pieces for scoring
@@ -161,6 +169,14 @@ class CurvatureStrategy(ABC):
         self.settings = settings
         self.damping = damping
         self.blocks: list[Block] = []
+
+    def exact_blocks(self, model: nn.Module, blocks: list[Block]) -> list[bool]:
+        """Per block, whether a fit of it is exact on whatever data it is given.
+
+        Known before fitting. `LayerInfluence.check` takes such a block's scores as their
+        own reference (on the same data they are the reference's) and fits nothing there.
+        """
+        return [self.solves_exactly] * len(blocks)
 
     @abstractmethod
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:

@@ -70,6 +70,7 @@ class ExactStrategy(CurvatureStrategy):
     """
 
     name = "exact"
+    solves_exactly = True
     Settings: ClassVar[type] = ExactSettings
     shardable = True
 
