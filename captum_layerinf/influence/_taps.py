@@ -71,11 +71,31 @@ class StructuredLayer:
         return gy.reshape(gy.shape[0], -1, gy.shape[-1])
 
     def to_flat(self, m: Tensor) -> Tensor:
-        """`[..., (G,) d_out, d_in]` matrices to the block's flat parameter order (weight, bias)."""
+        """`[..., (G,) d_out, d_in]` matrices to the block's flat parameter order (weight, bias).
+
+        One copy: the weight and bias columns are written into views of the flat result
+        (vgg11_bn's `classifier.0`: 0.4 GB per float32 vector).
+        """
         k = 3 if self.groups > 1 else 2
         if self.bias is None:
             return m.flatten(-k)
-        return torch.cat([m[..., :-1].flatten(-k), m[..., -1].flatten(1 - k)], dim=-1)
+        lead, shape = m.shape[:-k], m.shape[-k:-1]
+        out = m.new_empty(*lead, self.groups * self.d_out * self.d_in)
+        weight, bias = self.flat_views(out)
+        weight.copy_(m[..., :-1])
+        bias.copy_(m[..., -1])
+        assert weight.shape[-k:-1] == shape  # the matrices are this layer's
+        return out
+
+    def flat_views(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Views of a biased layer's flat vectors `[..., P]`: weight part, bias part.
+
+        The weight part as `[..., (G,) d_out, d_in - 1]`, the bias as `[..., (G,) d_out]`.
+        """
+        lead = v.shape[:-1]
+        shape = (self.groups, self.d_out) if self.groups > 1 else (self.d_out,)
+        n_w = self.groups * self.d_out * (self.d_in - 1)
+        return v[..., :n_w].view(*lead, *shape, self.d_in - 1), v[..., n_w:].view(*lead, *shape)
 
     def from_flat(self, v: Tensor) -> Tensor:
         """The block's flat vectors `[..., P]` as `[..., (G,) d_out, d_in]` matrices."""

@@ -64,9 +64,13 @@ def test_default_check_compares_on_a_curvature_subset(relu_problem):
     reference there is the exact block, so the report equals exact-on-the-subset scores."""
     model, train, test = relu_problem
     li = LayerInfluence(model, train, hessian="identity")
-    report = li.check(test.tensors, n_test=3, n_train=20, seed=2, warn_below=-1.0)
+    report = li.check(test.tensors, n_test=3, n_train=20, seed=2, warn_below=-1.0, n_curvature=40)
     sub = report.curvature_indices
-    assert len(sub) == 64 and len(set(sub.tolist())) == 64 and int(sub.max()) < len(train)
+    assert len(sub) == 40 and len(set(sub.tolist())) == 40 and int(sub.max()) < len(train)
+    # A subset of half the training set or more: the strategy as fitted, on the whole set.
+    for n in (len(train) // 2, 64):
+        whole = li.check(test.tensors, n_test=3, n_train=20, warn_below=-1.0, n_curvature=n)
+        assert torch.equal(whole.curvature_indices, torch.arange(len(train)))
     x, y = train.tensors
     exact = LayerInfluence(model, (x[sub], y[sub]), hessian="exact")
     strategy, ctx = exact._fit("layers", False)
@@ -177,3 +181,24 @@ def test_check_rejects_a_bad_curvature_subset(relu_problem):
     model, train, test = relu_problem
     with pytest.raises(ValueError, match="n_curvature must be a positive int"):
         LayerInfluence(model, train).check(test.tensors, n_curvature=0)
+
+
+def test_paired_scoring_equals_scoring_each_side_alone(relu_problem, monkeypatch):
+    # Both sides' test gradients are solved together and scored against one pass of training
+    # gradients; test rows arrive a batch at a time (3 and 2 here), each as [ours; theirs].
+    model, train, test = relu_problem
+    li = LayerInfluence(model, train, hessian=AutoSettings(max_block_bytes=0), batch_size=3)
+    kept = []
+    compare = _check._compare
+    monkeypatch.setattr(_check, "_compare", lambda *a: kept.append(compare(*a)) or kept[-1])
+    monkeypatch.setattr(_check, "plan_groups", lambda plan: [[0], [1, 2]])
+    kw = dict(n_test=5, n_train=7, warn_below=-1.0)
+    paired = li.check(test.tensors, **kw)
+    alone_kind = type(li._fit("layers", False)[0])
+    monkeypatch.setattr(alone_kind, "has_inverse_hvp", classmethod(lambda cls: False))
+    alone = li.check(test.tensors, **kw)
+    assert torch.equal(paired.pearson, alone.pearson)
+    for a, b in zip(kept[0][:2], kept[1][:2], strict=True):
+        assert a.shape == (3, 5, 7)
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert not torch.allclose(kept[0][0], kept[0][1])  # EK-FAC is not its reference
