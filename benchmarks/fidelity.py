@@ -282,7 +282,7 @@ def retrain_cached(model, retrain, test, keep: torch.Tensor, file: Path, chunk: 
     todo = [i for i, row in enumerate(keep) if _row_key(row) not in done["rows"]]
     for start in range(0, len(todo), chunk):
         rows = todo[start : start + chunk]
-        eff = retraining_effects(model, retrain, test, keep[rows])
+        eff = retraining_effects(model, retrain, test, keep[rows], baseline=done["baseline"])
         for i, column in zip(rows, eff.actual.T, strict=True):
             done["rows"][_row_key(keep[i])] = column
         done["baseline"], done["drift"] = eff.baseline, eff.drift
