@@ -319,7 +319,8 @@ def run_seed(kind: str, cfg: Config, seed: int, root: Path, skip=()) -> dict:
     keep[torch.arange(len(removals)), removals] = False
     preconditioner = cfg.retrain_preconditioner.get(kind)
     retrain = LBFGSRetrain(
-        *train,
+        train[0],
+        train[1],
         cfg.weight_decay,
         iters=cfg.retrain_iters,
         tol=cfg.retrain_tol,
@@ -333,7 +334,8 @@ def run_seed(kind: str, cfg: Config, seed: int, root: Path, skip=()) -> dict:
     # Noise floor: the first random removals again, with 3x the budget and a 100x tighter
     # tolerance; the gap is the retraining error of the ground truth itself.
     tight = LBFGSRetrain(
-        *train,
+        train[0],
+        train[1],
         cfg.weight_decay,
         iters=3 * cfg.retrain_iters,
         tol=cfg.retrain_tol / 100,
