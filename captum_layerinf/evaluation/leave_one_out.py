@@ -72,6 +72,7 @@ def retraining_effects(
     keep: Tensor,
     seeds: tuple[int, ...] = (0,),
     loss_fn=None,
+    baseline: Tensor | None = None,
 ) -> RetrainingEffects:
     """Retrains once per row of `keep` and measures each test loss change (drift subtracted).
 
@@ -85,6 +86,9 @@ def retraining_effects(
         keep: `Tensor [m, n_train]` bool, the examples each retraining keeps.
         seeds: Seeds passed to `retrain`; losses are averaged over them.
         loss_fn: Per-example test loss; default cross-entropy.
+        baseline: The test losses `[n_test]` after retraining on the full set, from an
+            earlier call with the same `retrain`, seeds and test batch (e.g. the previous
+            chunk's `RetrainingEffects.baseline`); None: retrained here.
 
     Returns:
         `RetrainingEffects` with `actual [n_test, m]`.
@@ -93,14 +97,15 @@ def retraining_effects(
     if keep.dim() != 2:
         raise ValueError(f"keep must be a bool Tensor [m, n_train]; got {tuple(keep.shape)}.")
     _check(model, test, keep.shape[1], seeds)
-    return _effects(model, retrain, test, keep, tuple(seeds), loss_fn)
+    return _effects(model, retrain, test, keep, tuple(seeds), loss_fn, baseline)
 
 
-def _effects(model, retrain, test, keep, seeds, loss_fn) -> RetrainingEffects:
+def _effects(model, retrain, test, keep, seeds, loss_fn, baseline=None) -> RetrainingEffects:
     n_train = keep.shape[1]
     at_optimum = losses_on(model, test, loss_fn)
-    full = torch.ones(n_train, dtype=torch.bool)
-    baseline = retrained_losses(model, retrain, full, test, seeds, loss_fn)
+    if baseline is None:
+        full = torch.ones(n_train, dtype=torch.bool)
+        baseline = retrained_losses(model, retrain, full, test, seeds, loss_fn)
     actual = torch.stack(
         [retrained_losses(model, retrain, k, test, seeds, loss_fn) - baseline for k in keep], 1
     )

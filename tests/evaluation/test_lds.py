@@ -80,6 +80,18 @@ def test_leave_one_out_on_the_datamodel():
     keep[torch.arange(len(removals)), removals] = False
     general = retraining_effects(model, retrain, test, keep, loss_fn=identity_loss)
     torch.testing.assert_close(general.actual, effects.actual)
+    # A baseline from an earlier chunk is reused: the same effects, no full-set retraining.
+    calls = []
+
+    def counting(model, keep, seed):
+        calls.append(bool(keep.all()))
+        return retrain(model, keep, seed)
+
+    chunk = retraining_effects(
+        model, counting, test, keep[2:], loss_fn=identity_loss, baseline=general.baseline
+    )
+    torch.testing.assert_close(chunk.actual, effects.actual[:, 2:])
+    assert calls == [False] * 3
 
 
 def test_bad_input_names_the_problem():
