@@ -5,7 +5,8 @@ generated on the fly: nothing is downloaded or held in memory), `--n-train` trai
 `--n-test` test images of `--size` x `--size`, every layer with parameters, float32.
 Strategies: the `auto` default (where this build has it) and `ekfac`, default settings.
 Prints per model and strategy: fit seconds, scoring seconds (test preconditioning and the
-`[n_layers, n_test, n_train]` scores), peak memory (GPU: `torch.cuda.max_memory_allocated`;
+`[n_layers, n_test, n_train]` scores), the process's CPU seconds of each (on a shared CPU
+the wall seconds include waiting), peak memory (GPU: `torch.cuda.max_memory_allocated`;
 CPU: peak RSS of the process) and training images per second over fit plus scoring.
 
     python benchmarks/gpu_scale.py --device cuda                       # 224, 5,000 x 100
@@ -71,20 +72,22 @@ def run(model_name: str, hessian: str, args: argparse.Namespace) -> dict:
         model, train, hessian=hessian, damping=args.damping, batch_size=args.batch_size
     )
     sync(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     li._fit("layers", args.progress)  # the fit alone, timed apart from the scoring
     sync(device)
-    fit = time.perf_counter() - start
-    start = time.perf_counter()
+    fit, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
+    start, cpu = time.perf_counter(), time.process_time()
     scores = li.influence(test, show_progress=args.progress)
     sync(device)
-    score = time.perf_counter() - start
+    score, score_cpu = time.perf_counter() - start, time.process_time() - cpu
     assert scores.shape == (len(li.layer_names), args.n_test, args.n_train)
     assert torch.isfinite(scores).all()
     return {
         "layers": len(li.layer_names),
         "fit": fit,
         "score": score,
+        "fit_cpu": fit_cpu,
+        "score_cpu": score_cpu,
         "peak": peak_mib(device),
         "rate": args.n_train / (fit + score),
     }
@@ -110,17 +113,21 @@ def main() -> None:
         f"{args.n_train} train x {args.n_test} test, batch {args.batch_size}, damping "
         f"{args.damping}, float32, all layers\n"
     )
-    print("| model | hessian | layers | fit s | scoring s | peak MiB | train images/s |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "| model | hessian | layers | fit s | scoring s | fit CPU s | scoring CPU s "
+        "| peak MiB | train images/s |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for model_name in args.models.split(","):
         for hessian in args.strategies.split(","):
             if hessian not in available_strategies():
-                print(f"| {model_name} | {hessian} | not available in this build | | | | |")
+                print(f"| {model_name} | {hessian} | not available in this build | | | | | | |")
                 continue
             r = run(model_name, hessian, args)
             print(
                 f"| {model_name} | {hessian} | {r['layers']} | {r['fit']:.1f} | "
-                f"{r['score']:.1f} | {r['peak']:,.0f} | {r['rate']:.2f} |",
+                f"{r['score']:.1f} | {r['fit_cpu']:.1f} | {r['score_cpu']:.1f} | "
+                f"{r['peak']:,.0f} | {r['rate']:.2f} |",
                 flush=True,
             )
 

@@ -72,6 +72,19 @@ def as_dataloader(data: Any, batch_size: int, what: str) -> DataLoader:
     return DataLoader(data, batch_size=batch_size, shuffle=False, generator=torch.Generator())
 
 
+def example_count(loader: DataLoader, built: bool) -> int:
+    """The number of examples `loader` yields.
+
+    Where `as_dataloader` built it (`built`) on a map-style dataset with a length, whose
+    items it checked to be `(*inputs, label)`, that length: one example per index, no
+    pass over the data (which may decode every image). Otherwise counted over one pass.
+    """
+    data = loader.dataset
+    if built and isinstance(data, Sized) and not isinstance(data, IterableDataset):
+        return len(data)
+    return sum(len(batch[-1]) for batch in loader)
+
+
 def _check_order(loader: DataLoader, what: str) -> None:
     """Accepts only DataLoaders that visit the dataset in index order, 0, 1, 2, ...
 

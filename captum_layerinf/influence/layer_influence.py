@@ -15,7 +15,7 @@ from captum.influence._utils.common import KMostInfluentialResults
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .._utils.data import as_dataloader, iter_batches
+from .._utils.data import as_dataloader, example_count, iter_batches
 from .._utils.losses import ExampleLoss, PerExampleLoss
 from .._utils.modules import (
     check_finite_weights,
@@ -168,6 +168,7 @@ class LayerInfluence(DataInfluence):
         # Fail early on an unknown strategy or arguments it does not take.
         make_strategy(hessian, self.damping, **self._strategy_args)
         self.train_dataloader = as_dataloader(train_dataset, batch_size, "train_dataset")
+        self._built_loader = not isinstance(train_dataset, DataLoader)
         self.loss = ExampleLoss(loss_fn)
         self.device = model_device(model)
         check_finite_weights(model)
@@ -390,7 +391,7 @@ class LayerInfluence(DataInfluence):
         return scope_blocks(self.model, Scope(scope), self.layer_names)
 
     def _n_train(self) -> int:
-        return sum(len(y) for *_, y in self.train_dataloader)
+        return example_count(self.train_dataloader, self._built_loader)
 
     def _context(
         self, loader: DataLoader, n_train: int, show_progress: bool, shard: Shard | None = None

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from captum_layerinf import LayerInfluence
 from tests.conftest import rel_err
@@ -101,6 +101,44 @@ def test_dataset_dataloader_and_tuple_agree(relu_problem, fitted):
     assert rel_err(via_loader.influence(test_loader), ref) <= 1e-10
     via_tuple = LayerInfluence(model, train.tensors, damping=DAMPING)
     assert rel_err(via_tuple.influence(test.tensors), ref) <= 1e-10
+
+
+class _Counted(Dataset):
+    """A map-style dataset that counts the items read."""
+
+    def __init__(self, data):
+        self.data, self.reads = data, 0
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.data[i]
+
+
+class _Stream(IterableDataset):
+    def __init__(self, data):
+        self.data = data
+
+    def __iter__(self):
+        return iter(self.data[i] for i in range(len(self.data)))
+
+
+def test_training_examples_are_counted_by_length_only_where_batched_here(relu_problem):
+    """A dataset `LayerInfluence` batches itself is counted by its length, without reading
+    an item; a DataLoader or an iterable-style dataset is counted over one pass."""
+    model, train, _ = relu_problem
+    n = len(train)
+    own = _Counted(train)
+    li = LayerInfluence(model, own, damping=DAMPING)
+    own.reads = 0
+    assert li._n_train() == n
+    assert own.reads == 0
+    given = _Counted(train)
+    assert LayerInfluence(model, DataLoader(given, batch_size=7), damping=DAMPING)._n_train() == n
+    assert given.reads >= n
+    assert LayerInfluence(model, _Stream(train), damping=DAMPING)._n_train() == n
 
 
 def test_self_influence_is_the_diagonal_of_influence_on_the_training_set(fitted, relu_problem):

@@ -279,15 +279,19 @@ def test_a_factor_whose_eigh_fails_gets_its_eigenvectors_from_an_svd(monkeypatch
     assert off.abs().max() <= 1e-10 * m.abs().max()
 
 
+@pytest.mark.parametrize("groups", [2, 1])
 @pytest.mark.parametrize("thin", ["left", "right"])
-def test_sandwich_is_the_product_in_either_order(thin):
-    """`sandwich` picks the cheaper association; both are the same product."""
+def test_sandwich_is_the_product_in_either_order(thin, groups):
+    """`sandwich` picks the cheaper association; both are the same product (one group's
+    bases, `[1, d, r]`, are multiplied as matrices)."""
     gen = torch.Generator().manual_seed(0)
     wide, narrow = (3, 40) if thin == "left" else (40, 3)
-    left = torch.randn(2, wide, 30, generator=gen, dtype=torch.float64)
-    m = torch.randn(2, 30, 50, generator=gen, dtype=torch.float64)
-    right = torch.randn(2, 50, narrow, generator=gen, dtype=torch.float64)
-    assert torch.allclose(sandwich(left, m, right), left @ m @ right, rtol=1e-12, atol=1e-12)
+    left = torch.randn(groups, wide, 30, generator=gen, dtype=torch.float64)
+    m = torch.randn(4, groups, 30, 50, generator=gen, dtype=torch.float64)
+    right = torch.randn(groups, 50, narrow, generator=gen, dtype=torch.float64)
+    got = sandwich(left, m, right)
+    assert got.shape == (4, groups, wide, narrow)
+    assert torch.allclose(got, left @ m @ right, rtol=1e-12, atol=1e-12)
 
 
 def test_row_basis_is_an_orthonormal_basis_of_the_rows_span():

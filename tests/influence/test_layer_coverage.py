@@ -68,6 +68,30 @@ def test_tap_gradients_equal_torch_func_per_example_gradients(kind, make, shape)
     assert rel_err(got, want) < 1e-12
 
 
+@pytest.mark.parametrize(("kind", "make", "shape"), LAYERS[:1] + LAYERS[7:8], ids=["2d", "1d"])
+def test_tap_gradients_are_the_same_with_frozen_weights(kind, make, shape):
+    """Frozen weights run through differentiable copies, trainable ones as they are: the
+    same per-example gradients, and neither fills a parameter's `.grad`."""
+    model, (x, y) = _problem(make, shape, n=5)
+    names = layer_names_of(model, "0")
+    loss = ExampleLoss()
+    block = Block("0", ("0",), tuple(names), sum(model.get_parameter(n).numel() for n in names))
+
+    def gradients():
+        source = BlockGradients(model, loss, GradientEngine(model, loss), [block], chunk_bytes=1)
+        got = torch.zeros(len(y), block.numel, dtype=torch.float64)
+        for _, rows, g in source.chunks((x,), y):
+            got[rows] = g
+        return got
+
+    trainable = gradients()
+    model.requires_grad_(False)
+    frozen = gradients()
+    assert torch.equal(trainable, frozen)
+    assert trainable.abs().max() > 0
+    assert all(p.grad is None for p in model.parameters())
+
+
 @pytest.mark.parametrize(("kind", "make", "shape"), LAYERS, ids=[c[0] for c in LAYERS])
 def test_ekfac_eigenvalues_are_the_hessian_diagonal_per_group(kind, make, shape):
     # Piecewise linear in the layer: its Hessian block is its Gauss-Newton block, so with

@@ -32,6 +32,7 @@ from .._scoring import GRAD_CHUNK_BYTES
 from .._taps import StructuredLayer, Taps, structured_layer
 from ._kronecker import (
     KroneckerFactor,
+    as_matrix,
     expected_directions,
     grouped,
     grouped_all,
@@ -366,7 +367,8 @@ class EKFACStrategy(CurvatureStrategy):
         for _, acts, parts, _ in passes:
             first = [rotates_first(b, a) for b, a in zip(self._bases, acts, strict=True)]
             acts = [
-                a @ q_a if f else a for a, f, (_, q_a) in zip(acts, first, self._bases, strict=True)
+                a @ as_matrix(q_a) if f else a
+                for a, f, (_, q_a) in zip(acts, first, self._bases, strict=True)
             ]
             for rows, grads in parts:
                 for j, total in enumerate(sums):
