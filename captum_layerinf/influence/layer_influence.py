@@ -317,8 +317,7 @@ class LayerInfluence(DataInfluence):
             warn_below: Warn when a layer's Pearson correlation is below this.
             show_progress: Show progress bars.
             n_curvature: Training examples whose curvature both sides use; None (or at
-                least half the training set's size, where a refit on the subset would cost
-                more than the reference saves) compares on the whole training set, with
+                least the training set's size) compares on the whole training set, with
                 this instance's fitted strategy. `hessian="captum"` is always checked on
                 the whole training set: Captum's inverse of a block with fewer examples than
                 parameters is right only for the examples it was built from.

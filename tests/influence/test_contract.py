@@ -74,8 +74,8 @@ def test_strategy_keeps_the_contract(name, relu_problem):
 
     # `check` fits the strategy and the reference on the same curvature subset, or on the
     # whole training set for a strategy whose scores need it.
-    report = li.check((x, y), n_test=3, n_train=12, n_curvature=12, warn_below=-1.0)
-    n_curvature = 12 if strategy.scores_outside_curvature else N_TRAIN
+    report = li.check((x, y), n_test=3, n_train=12, n_curvature=16, warn_below=-1.0)
+    n_curvature = 16 if strategy.scores_outside_curvature else N_TRAIN
     assert len(report.curvature_indices) == n_curvature
     assert report.pearson.shape == (n_layers,)
     assert torch.isfinite(report.pearson).all() and torch.isfinite(report.scale).all()
@@ -84,7 +84,7 @@ def test_strategy_keeps_the_contract(name, relu_problem):
     own = own_reference(strategy, model, li._blocks("layers"))
     assert report.references.count("itself") == sum(own)
     if any(own):  # Its own reference there: computed, it agrees with the reference exactly.
-        computed = li.check((x, y), n_test=3, n_train=12, n_curvature=12, reference="exact")
+        computed = li.check((x, y), n_test=3, n_train=12, n_curvature=16, reference="exact")
         assert (computed.pearson > 1 - 1e-6).all(), computed.pearson
 
     if name in EXACT_FAMILY and name != "exact":
