@@ -39,6 +39,10 @@ from .strategies import CurvatureStrategy, FitContext, make_strategy
 
 Fitted = tuple[CurvatureStrategy, FitContext]
 
+PAIRED_QUERY_BYTES = 2**30
+"""Largest float64 test queries of one block `[2 n_test, P]` scored for both sides at once;
+a larger block's are scored one side at a time, at twice the training gradients' cost."""
+
 
 @dataclass(frozen=True)
 class CheckedRun:
@@ -254,6 +258,7 @@ def _compare(
         groups = plan_groups(plan)
         kinds = [kind for kind, _ in plan]
     paired = strategy.has_inverse_hvp()
+    n_test = len(test_loader.dataset)  # type: ignore[arg-type]
     ours = None if paired else scores_of(strategy)  # TracIn, Captum's: scored alone
     parts_ours, parts_theirs = [], []
     for group in groups:
@@ -263,11 +268,13 @@ def _compare(
         else:
             part = ReferenceStrategy(run.damping, [plan[i][0] for i in group])
         part.fit(ctx, blocks)
-        if paired:
+        if paired and 2 * n_test * max(b.numel for b in blocks) * 8 <= PAIRED_QUERY_BYTES:
             pair = _Paired(strategy, group, part)
             first, second = pair.split(scores_of(pair))
             parts_ours.append(first)
-        else:
+        else:  # one side's queries at a time (vgg11_bn's classifier.0: 3.3 GB each)
+            if paired:
+                parts_ours.append(scores_of(_Some(strategy, group)))
             second = scores_of(part)
         parts_theirs.append(second)
         del part

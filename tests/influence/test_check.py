@@ -193,11 +193,15 @@ def test_paired_scoring_equals_scoring_each_side_alone(relu_problem, monkeypatch
     monkeypatch.setattr(_check, "plan_groups", lambda plan: [[0], [1, 2]])
     kw = dict(n_test=5, n_train=7, warn_below=-1.0)
     paired = li.check(test.tensors, **kw)
+    monkeypatch.setattr(_check, "PAIRED_QUERY_BYTES", 0)  # each side's queries alone
+    apart = li.check(test.tensors, **kw)
     alone_kind = type(li._fit("layers", False)[0])
     monkeypatch.setattr(alone_kind, "has_inverse_hvp", classmethod(lambda cls: False))
     alone = li.check(test.tensors, **kw)
     assert torch.equal(paired.pearson, alone.pearson)
-    for a, b in zip(kept[0][:2], kept[1][:2], strict=True):
+    assert torch.equal(paired.pearson, apart.pearson)
+    for a, b, c in zip(kept[0][:2], kept[1][:2], kept[2][:2], strict=True):
         assert a.shape == (3, 5, 7)
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+        assert torch.allclose(a, c, rtol=1e-12, atol=1e-14)
     assert not torch.allclose(kept[0][0], kept[0][1])  # EK-FAC is not its reference
