@@ -178,8 +178,32 @@ def test_references_fitted_a_group_of_blocks_at_a_time_equal_one_fit(relu_proble
 
 def test_check_rejects_a_bad_curvature_subset(relu_problem):
     model, train, test = relu_problem
-    with pytest.raises(ValueError, match="n_curvature must be a positive int"):
-        LayerInfluence(model, train).check(test.tensors, n_curvature=0)
+    for bad in (0, "all", 2.5, True):
+        with pytest.raises(ValueError, match="n_curvature must be a positive int, 'auto'"):
+            LayerInfluence(model, train).check(test.tensors, n_curvature=bad)
+
+
+@pytest.mark.parametrize(
+    ("n_train", "size"), [(10, 10), (16, 16), (40, 16), (64, 16), (100, 25), (256, 64), (5000, 64)]
+)
+def test_default_curvature_subset_is_a_quarter_within_bounds(n_train, size):
+    assert _check.curvature_size("auto", n_train) == size
+    assert _check.curvature_size(None, n_train) == n_train
+    assert _check.curvature_size(n_train + 5, n_train) == n_train
+
+
+def test_default_check_fits_a_quarter_of_the_training_set(relu_problem):
+    """By default the curvature subset is a quarter of the training set (at least 16): the
+    same report as asking for that many examples explicitly."""
+    model, train, test = relu_problem
+    li = LayerInfluence(model, train, hessian="identity")
+    size = max(16, len(train) // 4)
+    assert size < len(train)
+    report = li.check(test.tensors, n_test=3, n_train=20, seed=4, warn_below=-1.0)
+    given = li.check(test.tensors, n_test=3, n_train=20, seed=4, warn_below=-1.0, n_curvature=size)
+    assert len(report.curvature_indices) == size
+    assert torch.equal(report.curvature_indices, given.curvature_indices)
+    assert torch.equal(report.pearson, given.pearson)
 
 
 def test_paired_scoring_equals_scoring_each_side_alone(relu_problem, monkeypatch):
@@ -205,3 +229,25 @@ def test_paired_scoring_equals_scoring_each_side_alone(relu_problem, monkeypatch
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
         assert torch.allclose(a, c, rtol=1e-12, atol=1e-14)
     assert not torch.allclose(kept[0][0], kept[0][1])  # EK-FAC is not its reference
+
+
+def test_paired_scoring_of_a_float32_model_is_in_float32(relu_problem, monkeypatch):
+    # A float32 model's two sides are scored in float32, as its strategy's own queries are;
+    # the scores match each side scored alone (the reference's in float64) to float32 rounding.
+    model, train, test = relu_problem
+    model = copy.deepcopy(model).float()
+    train32 = tuple(t.float() if t.is_floating_point() else t for t in train.tensors)
+    test32 = tuple(t.float() if t.is_floating_point() else t for t in test.tensors)
+    li = LayerInfluence(model, train32, hessian=AutoSettings(max_block_bytes=0), batch_size=8)
+    kept = []
+    compare = _check._compare
+    monkeypatch.setattr(_check, "_compare", lambda *a: kept.append(compare(*a)) or kept[-1])
+    kw = dict(n_test=5, n_train=20, warn_below=-1.0)
+    li.check(test32, **kw)
+    monkeypatch.setattr(_check, "PAIRED_QUERY_BYTES", 0)  # each side's queries alone
+    li.check(test32, **kw)
+    for paired, alone in zip(kept[0][:2], kept[1][:2], strict=True):
+        scale = float(alone.abs().max())
+        assert torch.allclose(paired, alone, rtol=0, atol=1e-5 * scale)
+    assert torch.equal(kept[0][0], kept[1][0])  # the strategy's queries: float32 either way
+    assert not torch.equal(kept[0][1], kept[1][1])  # the reference's: rounded to float32
