@@ -235,8 +235,8 @@ for damping in (0.001, 0.01, 0.1, 1.0):
 # On a large model you cannot compute `exact` to compare with. `check` fits your
 # strategy and an exact reference (the damped Gauss-Newton block, inverted exactly, for
 # Linear and Conv2d layers) on the curvature of the same random subset of the training
-# set (`n_curvature`: by default a quarter of it, 16 to 64 images), scores a random
-# subset of test and training images with both, and reports the same per-layer numbers.
+# set (`n_curvature`, 64 images by default), scores a random subset of test and training
+# images with both, and reports the same per-layer numbers.
 # It warns when a layer's Pearson correlation falls below `warn_below` (0.9 by default):
 
 # %%

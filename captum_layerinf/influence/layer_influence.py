@@ -289,14 +289,13 @@ class LayerInfluence(DataInfluence):
         seed: int = 0,
         warn_below: float = 0.9,
         show_progress: bool = False,
-        n_curvature: int | str | None = "auto",
+        n_curvature: int | None = 64,
     ) -> FidelityReport:
         """Measures, per layer, how well this strategy agrees with a reference, cheaply.
 
         Both this instance's strategy and the reference are fitted on the curvature of the
-        same random subset of `n_curvature` training examples (by default a quarter of the
-        training set, 16 to 64 examples), and score a random subset of test and training
-        examples; the report compares them per layer. This measures
+        same random subset of `n_curvature` training examples, and score a random subset of
+        test and training examples; the report compares them per layer. This measures
         the strategy's own approximation (e.g. EK-FAC's Kronecker structure) at a small
         fraction of the cost of the call it checks. The default reference, "auto", is the
         exact dense block where it is small, the exact damped Gauss-Newton block (inverted
@@ -317,11 +316,11 @@ class LayerInfluence(DataInfluence):
             seed: Seed of the sampling.
             warn_below: Warn when a layer's Pearson correlation is below this.
             show_progress: Show progress bars.
-            n_curvature: Training examples whose curvature both sides use: "auto" (a
-                quarter of the training set, at least 16 and at most 64), a number, or
-                None (or at least the training set's size) to compare on the whole
-                training set, with this instance's fitted strategy. Larger subsets cost
-                more (each side's fit on them) and resolve more of the curvature.
+            n_curvature: Training examples whose curvature both sides use; None (or at
+                least the training set's size) compares on the whole training set, with
+                this instance's fitted strategy. A smaller subset is cheaper (both sides
+                are fitted on it) but its verdict can differ from the whole set's (see
+                docs/zoo.md).
                 `hessian="captum"` is always checked on the whole training set: Captum's
                 inverse of a block with fewer examples than parameters is right only for
                 the examples it was built from.
