@@ -40,9 +40,8 @@ from .strategies import CurvatureStrategy, FitContext, make_strategy
 Fitted = tuple[CurvatureStrategy, FitContext]
 
 PAIRED_QUERY_BYTES = 2**30
-"""Largest test queries of one block `[2 n_test, P]` (the model's dtype) scored for both sides
-at once; a larger block's are scored one side at a time, at twice the training gradients'
-cost."""
+"""Largest float64 test queries of one block `[2 n_test, P]` scored for both sides at once;
+a larger block's are scored one side at a time, at twice the training gradients' cost."""
 
 
 @dataclass(frozen=True)
@@ -273,7 +272,6 @@ def _compare(
         groups = plan_groups(plan)
         kinds = [kind for kind, _ in plan]
     paired = strategy.has_inverse_hvp()
-    itemsize = next(ctx.model.parameters()).element_size()
     n_test = len(test_loader.dataset)  # type: ignore[arg-type]
     ours = None if paired else scores_of(strategy)  # TracIn, Captum's: scored alone
     parts_ours, parts_theirs = [], []
@@ -284,7 +282,7 @@ def _compare(
         else:
             part = ReferenceStrategy(run.damping, [plan[i][0] for i in group])
         part.fit(ctx, blocks)
-        if paired and 2 * n_test * max(b.numel for b in blocks) * itemsize <= PAIRED_QUERY_BYTES:
+        if paired and 2 * n_test * max(b.numel for b in blocks) * 8 <= PAIRED_QUERY_BYTES:
             pair = _Paired(strategy, group, part)
             first, second = pair.split(scores_of(pair))
             parts_ours.append(first)
@@ -353,15 +351,10 @@ class _Paired(CurvatureStrategy):
         raise NotImplementedError("a pair of fitted strategies is not fitted")
 
     def inverse_hvp(self, block: int, vectors: Tensor) -> Tensor:
-        """`[first's solves; second's solves]` of `vectors [n, P]`: `[2 n, P]`.
-
-        In the dtype of `vectors` (the model's), as a strategy's own queries are scored:
-        for a float32 model both sides are scored in float32, at about half the time of
-        float64 (a score's relative rounding ~1e-6, far below what the correlations resolve).
-        """
+        """`[first's solves; second's solves]` of `vectors [n, P]`: `[2 n, P]`, float64."""
         n = len(vectors)
         self.sizes[block].append(n)
-        out = torch.empty(2 * n, vectors.shape[1], dtype=vectors.dtype, device=vectors.device)
+        out = torch.empty(2 * n, vectors.shape[1], dtype=torch.float64, device=vectors.device)
         out[:n] = self.first.inverse_hvp(self.index[block], vectors)
         out[n:] = self.second.inverse_hvp(block, vectors)
         return out

@@ -319,11 +319,10 @@ class LayerInfluence(DataInfluence):
             n_curvature: Training examples whose curvature both sides use; None (or at
                 least the training set's size) compares on the whole training set, with
                 this instance's fitted strategy. A smaller subset is cheaper (both sides
-                are fitted on it) but its verdict can differ from the whole set's (see
-                docs/zoo.md).
-                `hessian="captum"` is always checked on the whole training set: Captum's
-                inverse of a block with fewer examples than parameters is right only for
-                the examples it was built from.
+                are fitted on it), but its verdict can differ from the whole set's (see
+                docs/zoo.md). `hessian="captum"` is always checked on the whole training
+                set: Captum's inverse of a block with fewer examples than parameters is
+                right only for the examples it was built from.
 
         Returns:
             A `FidelityReport` with `pearson`, `spearman` and `scale` per layer
