@@ -14,10 +14,13 @@ otherwise.
 
 Cost in training epochs: the CPU time of all-layer `ekfac` (fit, and fit plus one test
 example's scores) divided by the CPU time of one forward+backward epoch over the training
-set (batch 64), measured back to back in the same process, best of 3, on one thread (CPU
-time, so that other jobs on the machine do not distort the ratio; one thread, because the
-CPU time of several counts the time they spend waiting on each other, which a loaded
-machine inflates).
+set (batch 64), on one thread (CPU time, so that other jobs on the machine distort the
+ratio less; one thread, because the CPU time of several counts the time they spend
+waiting on each other, which a loaded machine inflates). An epoch takes 0.05-0.1 s here,
+so one timing moves by tens of percent: the epoch and the fit are timed in turn,
+`EPOCH_REPEATS` times each (default 15, after one untimed round), so that a drift of the
+machine's speed hits both; the table gives the ratio of the best times and the median of
+the rounds' ratios, the steadier of the two.
 
     python benchmarks/ekfac_vs_kronfluence.py
     EPOCHS_ONLY=1 python benchmarks/ekfac_vs_kronfluence.py    # the epochs table only
@@ -26,6 +29,7 @@ machine inflates).
 from __future__ import annotations
 
 import os
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -58,39 +62,52 @@ def workload(name: str, n_train: int, n_test: int):
     return model, train, test, accuracy(model, test)
 
 
-def epoch_seconds(model, train, batch_size: int = 64, repeats: int = 3) -> float:
-    """Best-of-`repeats` CPU time of one forward+backward pass over the training set."""
+# Timed rounds of the epochs table (each: one epoch, one fit and one test example's scores).
+EPOCH_REPEATS = int(os.environ.get("EPOCH_REPEATS", "15"))
+
+
+def epoch_seconds(model, train, batch_size: int = 64) -> float:
+    """CPU time of one forward+backward pass over the training set."""
     loader = torch.utils.data.DataLoader(train, batch_size=batch_size)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.process_time()
-        for x, y in loader:
-            model.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-        best = min(best, time.process_time() - start)
+    start = time.process_time()
+    for x, y in loader:
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+    seconds = time.process_time() - start
     model.zero_grad()
-    return best
+    return seconds
 
 
-def ekfac_epochs(model, train, test, settings: EKFACSettings, repeats: int = 3) -> dict:
-    """All-layer EK-FAC's CPU time in epochs: fit, and fit plus one test example's scores."""
+def ekfac_epochs(model, train, test, settings: EKFACSettings, repeats: int = EPOCH_REPEATS):
+    """All-layer EK-FAC's CPU time in epochs: fit, and fit plus one test example's scores.
+
+    Epoch and fit are timed in turn, `repeats` rounds after an untimed one. Returns per
+    measure `(best, median)`: the ratio of the best times, and the median over the rounds
+    of each round's ratio (a drift of the machine's speed hits both of a round's timings).
+    """
     x, y = test.tensors
-    fit, total = float("inf"), float("inf")
+    times: dict[str, list[float]] = {"epoch": [], "fit": [], "fit + 1 test": []}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for _ in range(repeats):
-            epoch = epoch_seconds(model, train, repeats=2)
+        for round_ in range(repeats + 1):
+            epoch = epoch_seconds(model, train)
             li = LayerInfluence(model, train, hessian=settings)
             start = time.process_time()
             li._fit("layers", False)
             fitted = time.process_time()
             li.influence((x[:1], y[:1]))
-            fit = min(fit, (fitted - start) / epoch)
-            total = min(total, (time.process_time() - start) / epoch)
+            if round_ > 0:
+                times["epoch"].append(epoch)
+                times["fit"].append(fitted - start)
+                times["fit + 1 test"].append(time.process_time() - start)
     finally:
         torch.set_num_threads(threads)
-    return {"fit": fit, "fit + 1 test": total}
+    epochs = times.pop("epoch")
+    return {
+        k: (min(v) / min(epochs), statistics.median(f / e for f, e in zip(v, epochs, strict=True)))
+        for k, v in times.items()
+    }
 
 
 EPOCH_SETTINGS = {
@@ -101,9 +118,15 @@ EPOCH_SETTINGS = {
 
 
 def print_epochs(epochs: dict) -> None:
-    print("\nall-layer ekfac in training epochs (CPU time, best of 3): fit | fit + 1 test\n")
+    print(
+        f"\nall-layer ekfac in training epochs (CPU time, one thread, {EPOCH_REPEATS} rounds; "
+        "best: ratio of the best times; median: of the rounds' ratios)\n"
+    )
+    print("| setting | fit, best | fit, median | fit + 1 test, best | fit + 1 test, median |")
+    print("|---|---:|---:|---:|---:|")
     for setting, e in epochs.items():
-        print(f"- {setting}: {e['fit']:.1f} | {e['fit + 1 test']:.1f}")
+        (fb, fm), (tb, tm) = e["fit"], e["fit + 1 test"]
+        print(f"| {setting} | {fb:.2f} | {fm:.2f} | {tb:.2f} | {tm:.2f} |")
 
 
 def run_method(job: str, n_train: int, n_test: int, out: Path) -> None:
