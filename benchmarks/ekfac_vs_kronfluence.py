@@ -20,7 +20,7 @@ waiting on each other, which a loaded machine inflates). An epoch takes 0.05-0.1
 so one timing moves by tens of percent: the epoch and the fit are timed in turn,
 `EPOCH_REPEATS` times each (default 15, after one untimed round), so that a drift of the
 machine's speed hits both; the table gives the ratio of the best times and the median of
-the rounds' ratios, the steadier of the two.
+the ratios of each fit to the epochs around it, the steadier of the two.
 
     python benchmarks/ekfac_vs_kronfluence.py
     EPOCHS_ONLY=1 python benchmarks/ekfac_vs_kronfluence.py    # the epochs table only
@@ -62,7 +62,7 @@ def workload(name: str, n_train: int, n_test: int):
     return model, train, test, accuracy(model, test)
 
 
-# Timed rounds of the epochs table (each: one epoch, one fit and one test example's scores).
+# Timed fits of the epochs table (each: fit and one test example's scores, epochs around it).
 EPOCH_REPEATS = int(os.environ.get("EPOCH_REPEATS", "15"))
 
 
@@ -81,32 +81,38 @@ def epoch_seconds(model, train, batch_size: int = 64) -> float:
 def ekfac_epochs(model, train, test, settings: EKFACSettings, repeats: int = EPOCH_REPEATS):
     """All-layer EK-FAC's CPU time in epochs: fit, and fit plus one test example's scores.
 
-    Epoch and fit are timed in turn, `repeats` rounds after an untimed one. Returns per
-    measure `(best, median)`: the ratio of the best times, and the median over the rounds
-    of each round's ratio (a drift of the machine's speed hits both of a round's timings).
+    After an untimed round, epochs and fits are timed in turn, `repeats` fits between
+    `repeats + 1` epochs. Returns per measure `(best, median)`: the ratio of the best
+    times, and the median over the fits of the fit's time divided by the mean of the
+    epochs timed just before and after it (a drift of the machine's speed hits both).
     """
     x, y = test.tensors
-    times: dict[str, list[float]] = {"epoch": [], "fit": [], "fit + 1 test": []}
+
+    def fit_and_score() -> tuple[float, float]:
+        li = LayerInfluence(model, train, hessian=settings)
+        start = time.process_time()
+        li._fit("layers", False)
+        fitted = time.process_time()
+        li.influence((x[:1], y[:1]))
+        return fitted - start, time.process_time() - start
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for round_ in range(repeats + 1):
-            epoch = epoch_seconds(model, train)
-            li = LayerInfluence(model, train, hessian=settings)
-            start = time.process_time()
-            li._fit("layers", False)
-            fitted = time.process_time()
-            li.influence((x[:1], y[:1]))
-            if round_ > 0:
-                times["epoch"].append(epoch)
-                times["fit"].append(fitted - start)
-                times["fit + 1 test"].append(time.process_time() - start)
+        epoch_seconds(model, train)
+        fit_and_score()
+        epochs, timed = [epoch_seconds(model, train)], {"fit": [], "fit + 1 test": []}
+        for _ in range(repeats):
+            fit, total = fit_and_score()
+            timed["fit"].append(fit)
+            timed["fit + 1 test"].append(total)
+            epochs.append(epoch_seconds(model, train))
     finally:
         torch.set_num_threads(threads)
-    epochs = times.pop("epoch")
+    around = [(a + b) / 2 for a, b in zip(epochs[:-1], epochs[1:], strict=True)]
     return {
-        k: (min(v) / min(epochs), statistics.median(f / e for f, e in zip(v, epochs, strict=True)))
-        for k, v in times.items()
+        k: (min(v) / min(epochs), statistics.median(t / e for t, e in zip(v, around, strict=True)))
+        for k, v in timed.items()
     }
 
 
@@ -119,8 +125,8 @@ EPOCH_SETTINGS = {
 
 def print_epochs(epochs: dict) -> None:
     print(
-        f"\nall-layer ekfac in training epochs (CPU time, one thread, {EPOCH_REPEATS} rounds; "
-        "best: ratio of the best times; median: of the rounds' ratios)\n"
+        f"\nall-layer ekfac in training epochs (CPU time, one thread, {EPOCH_REPEATS} fits; "
+        "best: ratio of the best times; median: of each fit to the epochs around it)\n"
     )
     print("| setting | fit, best | fit, median | fit + 1 test, best | fit + 1 test, median |")
     print("|---|---:|---:|---:|---:|")
