@@ -14,10 +14,13 @@ otherwise.
 
 Cost in training epochs: the CPU time of all-layer `ekfac` (fit, and fit plus one test
 example's scores) divided by the CPU time of one forward+backward epoch over the training
-set (batch 64), measured back to back in the same process, best of 3, on one thread (CPU
-time, so that other jobs on the machine do not distort the ratio; one thread, because the
-CPU time of several counts the time they spend waiting on each other, which a loaded
-machine inflates).
+set (batch 64), on one thread (CPU time, so that other jobs on the machine distort the
+ratio less; one thread, because the CPU time of several counts the time they spend
+waiting on each other, which a loaded machine inflates). An epoch takes 0.05-0.1 s here,
+so one timing moves by tens of percent: the epoch and the fit are timed in turn,
+`EPOCH_REPEATS` times each (default 15, after one untimed round), so that a drift of the
+machine's speed hits both; the table gives the ratio of the best times and the median of
+the ratios of each fit to the epochs around it, the steadier of the two.
 
     python benchmarks/ekfac_vs_kronfluence.py
     EPOCHS_ONLY=1 python benchmarks/ekfac_vs_kronfluence.py    # the epochs table only
@@ -26,6 +29,7 @@ machine inflates).
 from __future__ import annotations
 
 import os
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -58,39 +62,58 @@ def workload(name: str, n_train: int, n_test: int):
     return model, train, test, accuracy(model, test)
 
 
-def epoch_seconds(model, train, batch_size: int = 64, repeats: int = 3) -> float:
-    """Best-of-`repeats` CPU time of one forward+backward pass over the training set."""
+# Timed fits of the epochs table (each: fit and one test example's scores, epochs around it).
+EPOCH_REPEATS = int(os.environ.get("EPOCH_REPEATS", "15"))
+
+
+def epoch_seconds(model, train, batch_size: int = 64) -> float:
+    """CPU time of one forward+backward pass over the training set."""
     loader = torch.utils.data.DataLoader(train, batch_size=batch_size)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.process_time()
-        for x, y in loader:
-            model.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-        best = min(best, time.process_time() - start)
+    start = time.process_time()
+    for x, y in loader:
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+    seconds = time.process_time() - start
     model.zero_grad()
-    return best
+    return seconds
 
 
-def ekfac_epochs(model, train, test, settings: EKFACSettings, repeats: int = 3) -> dict:
-    """All-layer EK-FAC's CPU time in epochs: fit, and fit plus one test example's scores."""
+def ekfac_epochs(model, train, test, settings: EKFACSettings, repeats: int = EPOCH_REPEATS):
+    """All-layer EK-FAC's CPU time in epochs: fit, and fit plus one test example's scores.
+
+    After an untimed round, epochs and fits are timed in turn, `repeats` fits between
+    `repeats + 1` epochs. Returns per measure `(best, median)`: the ratio of the best
+    times, and the median over the fits of the fit's time divided by the mean of the
+    epochs timed just before and after it (a drift of the machine's speed hits both).
+    """
     x, y = test.tensors
-    fit, total = float("inf"), float("inf")
+
+    def fit_and_score() -> tuple[float, float]:
+        li = LayerInfluence(model, train, hessian=settings)
+        start = time.process_time()
+        li._fit("layers", False)
+        fitted = time.process_time()
+        li.influence((x[:1], y[:1]))
+        return fitted - start, time.process_time() - start
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        epoch_seconds(model, train)
+        fit_and_score()
+        epochs, timed = [epoch_seconds(model, train)], {"fit": [], "fit + 1 test": []}
         for _ in range(repeats):
-            epoch = epoch_seconds(model, train, repeats=2)
-            li = LayerInfluence(model, train, hessian=settings)
-            start = time.process_time()
-            li._fit("layers", False)
-            fitted = time.process_time()
-            li.influence((x[:1], y[:1]))
-            fit = min(fit, (fitted - start) / epoch)
-            total = min(total, (time.process_time() - start) / epoch)
+            fit, total = fit_and_score()
+            timed["fit"].append(fit)
+            timed["fit + 1 test"].append(total)
+            epochs.append(epoch_seconds(model, train))
     finally:
         torch.set_num_threads(threads)
-    return {"fit": fit, "fit + 1 test": total}
+    around = [(a + b) / 2 for a, b in zip(epochs[:-1], epochs[1:], strict=True)]
+    return {
+        k: (min(v) / min(epochs), statistics.median(t / e for t, e in zip(v, around, strict=True)))
+        for k, v in timed.items()
+    }
 
 
 EPOCH_SETTINGS = {
@@ -101,9 +124,15 @@ EPOCH_SETTINGS = {
 
 
 def print_epochs(epochs: dict) -> None:
-    print("\nall-layer ekfac in training epochs (CPU time, best of 3): fit | fit + 1 test\n")
+    print(
+        f"\nall-layer ekfac in training epochs (CPU time, one thread, {EPOCH_REPEATS} fits; "
+        "best: ratio of the best times; median: of each fit to the epochs around it)\n"
+    )
+    print("| setting | fit, best | fit, median | fit + 1 test, best | fit + 1 test, median |")
+    print("|---|---:|---:|---:|---:|")
     for setting, e in epochs.items():
-        print(f"- {setting}: {e['fit']:.1f} | {e['fit + 1 test']:.1f}")
+        (fb, fm), (tb, tm) = e["fit"], e["fit + 1 test"]
+        print(f"| {setting} | {fb:.2f} | {fm:.2f} | {tb:.2f} | {tm:.2f} |")
 
 
 def run_method(job: str, n_train: int, n_test: int, out: Path) -> None:

@@ -205,7 +205,7 @@ def _per_direction_passes(self, taps, desc, with_labels):
             (rows, taps.output_grads(logits, roots[:, :, j], retain=j < k - 1)) for j in range(k)
         ]
         yield (
-            i,
+            ((i, 0, len(labels)),),
             grouped_all(taps.activations(), taps.layers),
             [(r, grouped_all(g, taps.layers)) for r, g in grads],
             None,
@@ -222,7 +222,7 @@ def test_gathered_directions_equal_one_backward_pass_per_direction(
     from captum_layerinf.influence.strategies.ekfac import EKFACStrategy
 
     model, train, test = relu_problem
-    settings = EKFACSettings(class_tol=class_tol)
+    settings = EKFACSettings(class_tol=class_tol, merge_bytes=0)  # sub-batches per batch
     forwards = []
     original = _taps.Taps.forward
 
@@ -242,6 +242,50 @@ def test_gathered_directions_equal_one_backward_pass_per_direction(
     assert rel_err(got, want) < 1e-10
     for a, b in zip(_fitted(fused)._eigenvalues, _fitted(ref)._eigenvalues, strict=True):
         assert rel_err(a, b) < 1e-10
+
+
+@pytest.mark.parametrize("fisher", ["expected", "empirical"])
+def test_merged_batches_fit_and_score_as_batches_one_at_a_time(relu_problem, monkeypatch, fisher):
+    from captum_layerinf.influence import _taps
+
+    model, train, test = relu_problem
+    forwards = []
+    original = _taps.Taps.forward
+
+    def counted(self, inputs):
+        forwards.append(len(inputs[0]))
+        return original(self, inputs)
+
+    monkeypatch.setattr(_taps.Taps, "forward", counted)
+    fits = {}
+    for merge_bytes in (0, 2**23):
+        forwards.clear()
+        settings = EKFACSettings(fisher=fisher, class_tol=0.05, merge_bytes=merge_bytes)
+        li = LayerInfluence(model, train, hessian=settings, batch_size=7)
+        scores = (li.influence(test.tensors), li.self_influence())
+        fits[merge_bytes] = (_fitted(li), scores, max(forwards))
+    (one, one_scores, one_max), (merged, merged_scores, merged_max) = fits.values()
+    assert one_max <= 7 < merged_max  # merged: forward passes over several batches at once
+    assert merged.kept_factors(0) is not None and sorted(merged._kept) == sorted(one._kept)
+    for i in one._kept:
+        for b, (a, g) in one._kept[i].items():
+            assert torch.equal(merged._kept[i][b][0], a)
+            assert rel_err(merged._kept[i][b][1], g) < 1e-12
+    for a, b in zip(merged._eigenvalues, one._eigenvalues, strict=True):
+        assert rel_err(a, b) < 1e-10
+    for got, want in zip(merged_scores, one_scores, strict=True):
+        assert rel_err(got, want) < 1e-10
+
+
+def test_sampled_labels_are_drawn_batch_by_batch(relu_problem):
+    model, train, test = relu_problem
+    scores = [
+        LayerInfluence(
+            model, train, hessian=EKFACSettings(fisher="sampled", merge_bytes=m), batch_size=7
+        ).influence(test.tensors)
+        for m in (0, 2**23)
+    ]
+    assert torch.equal(*scores)
 
 
 def test_dropped_directions_cost_little_and_reach_the_exact_expectation_at_zero(relu_problem):

@@ -9,6 +9,7 @@ from torch.func import functional_call, grad, vmap
 from captum_layerinf import LayerInfluence
 from captum_layerinf._utils.losses import ExampleLoss
 from captum_layerinf._utils.stats import pearson
+from captum_layerinf.influence import _taps
 from captum_layerinf.influence._gradients import GradientEngine
 from captum_layerinf.influence._scoring import BlockGradients
 from captum_layerinf.influence.strategies import EKFACSettings
@@ -44,6 +45,33 @@ def _problem(make, shape, n: int = 12, seed: int = 0):
     x = torch.randn(n, *shape, dtype=torch.float64)
     y = torch.randint(0, 3, (n,))
     return model, (x, y)
+
+
+UNGROUPED = [c for c in LAYERS if "grouped" not in c[0] and "depthwise" not in c[0]] + [
+    (
+        "no-bias-dilated",
+        lambda: nn.Conv2d(3, 5, (3, 2), padding=(2, 1), dilation=(2, 1), stride=(1, 2), bias=False),
+        (3, 6, 7),
+    ),
+    ("pointwise", lambda: nn.Conv2d(4, 2, 1), (4, 3, 5)),
+    ("conv1d-dilated", lambda: nn.Conv1d(2, 3, 3, padding=3, dilation=3, stride=2), (2, 10)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("kind", "make", "shape"), UNGROUPED, ids=[c[0] for c in UNGROUPED])
+def test_positions_first_patches_equal_unfold_transposed(kind, make, shape, dtype):
+    torch.manual_seed(0)
+    module = make().to(dtype)
+    x = torch.randn(4, *shape, dtype=dtype)
+    want = _taps._patches(module, x).transpose(1, 2)
+    bias = module.bias is not None
+    if bias:
+        want = torch.cat([want, want.new_ones(want.shape[:-1] + (1,))], dim=-1)
+    got = _taps._patches_last(module, x, bias)
+    assert got.shape == want.shape and torch.equal(got, want)
+    with torch.no_grad():
+        assert got.shape[1] == module(x)[0, 0].numel()  # one row per output position
 
 
 @pytest.mark.parametrize(("kind", "make", "shape"), LAYERS, ids=[c[0] for c in LAYERS])

@@ -83,6 +83,13 @@ class EKFACSettings:
             per output and example, where the Hessian of a curved block needs one product
             per parameter; `hessian="pcg"` preconditions with it).
         chunk_bytes: Largest per-example gradient chunk formed at once.
+        merge_bytes: Consecutive training batches are fitted as one while the layers'
+            inputs of the merged batch take at most this many bytes (judged by the first
+            batch): fewer and larger passes and products where batches are small (the
+            digits CNN of the benchmarks: batches of 64 fitted three at a time, a fifth
+            less CPU time). The sums are the same up to rounding; batches whose inputs
+            differ in shape are not merged, nor any with `fisher="sampled"` (its labels
+            are drawn batch by batch). 0 fits every batch on its own.
         cache_bytes: The layers' inputs and output gradients of the first pass are kept
             for the second (no second forward and backward passes) while they fit in this
             many bytes; beyond, the second pass recomputes them. Within the same bytes,
@@ -99,6 +106,7 @@ class EKFACSettings:
     fallback_max_params: int = 4096
     fallback_gauss_newton: str = "auto"
     chunk_bytes: int = GRAD_CHUNK_BYTES
+    merge_bytes: int = 2**23
     cache_bytes: int = 2**30
     seed: int = 0
 
@@ -107,6 +115,8 @@ class EKFACSettings:
             raise ValueError(f"fisher must be one of {FISHERS}; got {self.fisher!r}.")
         if not 0 <= self.class_tol < 1:
             raise ValueError(f"class_tol must be in [0, 1); got {self.class_tol!r}.")
+        if self.merge_bytes < 0:
+            raise ValueError(f"merge_bytes must be >= 0; got {self.merge_bytes!r}.")
         ExactSettings(gauss_newton=self.fallback_gauss_newton)
 
 
@@ -240,7 +250,10 @@ class EKFACStrategy(CurvatureStrategy):
             return cot, torch.ones(cot.shape[:2], dtype=torch.bool, device=cot.device)
 
     def _passes(self, taps: Taps, desc: str, with_labels: Callable[[], bool]):
-        """Per training batch, `(index, activations, iterator of (rows, output grads), true)`.
+        """Per merged batch, `(segments, activations, iterator of (rows, output grads), true)`.
+
+        `segments` gives each training batch's `(index, start, stop)` in the merged
+        batch's rows (see `EKFACSettings.merge_bytes` and `_merged_batches`).
 
         Each example's curvature directions are backward passes of their own; `rows [R]`
         maps each output-gradient row to its example (its row in the activations). A
@@ -252,18 +265,41 @@ class EKFACStrategy(CurvatureStrategy):
         """
         gen = torch.Generator().manual_seed(self.settings.seed)
         seen = 0
-        for i, inputs, labels in self._batches(desc):
+        merge = self.settings.merge_bytes if self.settings.fisher != "sampled" else 0
+        self._per_merge = 1
+        for segments, inputs, labels in self._merged_batches(desc):
             seen += len(labels)
             logits = self._checked_forward(taps, inputs, labels)
             cot, keep = self._directions(logits, labels, gen)
             acts = grouped_all(taps.activations(), taps.layers)
+            if merge and seen == len(labels):  # the first batch: how many to merge
+                self._per_merge = max(1, merge // max(1, _nbytes(acts)))
             true = None
             if with_labels():
                 cot_true = _loss_gradient(self.ctx.loss, logits, labels)
                 true = grouped_all(taps.output_grads(logits, cot_true, True), taps.layers)
             parts = self._direction_grads(taps, inputs, logits, cot, keep)
-            yield i, acts, ((rows, grouped_all(g, taps.layers)) for rows, g in parts), true
+            yield segments, acts, ((rows, grouped_all(g, taps.layers)) for rows, g in parts), true
         self.ctx.check_count(seen)
+
+    def _merged_batches(self, desc: str):
+        """`(segments, inputs, labels)`: up to `self._per_merge` consecutive batches as one.
+
+        `self._per_merge` is read as each merged batch fills, so `_passes` can set it
+        after the first batch. Batches whose inputs or labels differ in shape (beyond the
+        batch dimension) or dtype are not merged.
+        """
+        pending: list = []
+        for batch in self._batches(desc):
+            if pending and _signature(batch) != _signature(pending[0]):
+                yield _joined(pending)
+                pending = []
+            pending.append(batch)
+            if len(pending) >= self._per_merge:
+                yield _joined(pending)
+                pending = []
+        if pending:
+            yield _joined(pending)
 
     def _batches(self, desc: str):
         ctx = self.ctx
@@ -323,7 +359,7 @@ class EKFACStrategy(CurvatureStrategy):
         self._cache: list | None = []
         cached = 0
         with_labels = lambda: self.keep_factors and self._cache is not None  # noqa: E731
-        for i, acts, parts, true in self._passes(taps, "EK-FAC factors", with_labels):
+        for segments, acts, parts, true in self._passes(taps, "EK-FAC factors", with_labels):
             for j, a in enumerate(acts):
                 cov_a[j].add(a.transpose(0, 1).flatten(1, 2))
             # While cached, a batch's parts are merged: fewer, larger products.
@@ -335,7 +371,7 @@ class EKFACStrategy(CurvatureStrategy):
                 cached += _nbytes(acts, true or [], kept[0][1])
                 self._cache = self._cache if cached <= s.cache_bytes else None
             if self._cache is not None:
-                self._cache.append((i, acts, kept, true))
+                self._cache.append((segments, acts, kept, true))
         for cov in (*cov_a, *cov_g):
             if cov.dense is not None:
                 cov.dense = self.ctx.all_reduce(cov.dense)
@@ -378,16 +414,17 @@ class EKFACStrategy(CurvatureStrategy):
         return [self.ctx.all_reduce(s) / self.ctx.n_train for s in sums]
 
     def _keep(self, index: list[int]) -> None:
-        """Keeps the cached inputs and true-label output gradients for scoring."""
+        """Keeps the cached inputs and true-label output gradients for scoring, per batch."""
         cache, self._cache = self._cache, None
-        for i, acts, _, true in cache or []:
+        layers = [self.layers[b] for b in index]
+        for segments, acts, _, true in cache or []:
             if true is None:
                 continue
-            layers = [self.layers[b] for b in index]
-            self._kept[i] = {
-                b: (ungrouped(a, s), ungrouped(g, s))
-                for b, s, a, g in zip(index, layers, acts, true, strict=True)
-            }
+            for i, lo, hi in segments:
+                self._kept[i] = {
+                    b: (ungrouped(a[lo:hi], s), ungrouped(g[lo:hi], s))
+                    for b, s, a, g in zip(index, layers, acts, true, strict=True)
+                }
 
     # ------------------------------------------------------------------ products
 
@@ -426,6 +463,25 @@ class EKFACStrategy(CurvatureStrategy):
 
 def _nbytes(*lists: list[Tensor]) -> int:
     return sum(t.numel() * t.element_size() for pieces in lists for t in pieces)
+
+
+def _signature(batch) -> tuple:
+    """What must agree for training batches `(index, inputs, labels)` to be merged."""
+    _, inputs, labels = batch
+    return tuple((t.shape[1:], t.dtype, t.device) for t in (*inputs, labels))
+
+
+def _joined(batches: list) -> tuple[tuple[tuple[int, int, int], ...], tuple[Tensor, ...], Tensor]:
+    """Training batches `(index, inputs, labels)` as one: `(segments, inputs, labels)`."""
+    if len(batches) == 1:
+        i, inputs, labels = batches[0]
+        return ((i, 0, len(labels)),), inputs, labels
+    segments, start = [], 0
+    for i, _, labels in batches:
+        segments.append((i, start, start + len(labels)))
+        start += len(labels)
+    inputs = tuple(torch.cat(xs) for xs in zip(*(b[1] for b in batches), strict=True))
+    return tuple(segments), inputs, torch.cat([b[2] for b in batches])
 
 
 def _merged(parts: list[tuple[Tensor, list[Tensor]]]) -> tuple[Tensor, list[Tensor]]:
