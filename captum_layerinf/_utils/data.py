@@ -150,11 +150,12 @@ def _loader_batches(loader: DataLoader) -> Iterable[Any]:
     the CPU time of a small CNN's training epoch); the slices of its tensors, copied, are
     the same batches. Any other loader (sampler, collate function, workers) is iterated.
     """
-    data = loader.dataset
+    data, size = loader.dataset, loader.batch_size
     plain = (
         type(loader) is DataLoader
+        and isinstance(data, TensorDataset)
         and type(data) is TensorDataset
-        and loader.batch_size is not None
+        and size is not None
         and type(loader.sampler) is SequentialSampler
         and loader.collate_fn is default_collate
         and loader.num_workers == 0
@@ -162,10 +163,11 @@ def _loader_batches(loader: DataLoader) -> Iterable[Any]:
     )
     if not plain:
         return loader
-    size, n = loader.batch_size, len(data)
+    assert isinstance(data, TensorDataset) and size is not None  # as `plain` checked
+    tensors, n = data.tensors, len(data)
     stop = n - n % size if loader.drop_last else n
     return (
-        [t[lo : lo + size].clone(memory_format=torch.contiguous_format) for t in data.tensors]
+        [t[lo : lo + size].clone(memory_format=torch.contiguous_format) for t in tensors]
         for lo in range(0, stop, size)
     )
 
