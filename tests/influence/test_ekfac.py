@@ -218,19 +218,11 @@ def test_gathered_directions_equal_one_backward_pass_per_direction(
 ):
     # The fit gathers (example, direction) pairs into sub-batches and uses the closed-form
     # softmax Hessian; the reference runs every direction through the whole batch.
-    from captum_layerinf.influence import _taps
     from captum_layerinf.influence.strategies.ekfac import EKFACStrategy
 
     model, train, test = relu_problem
     settings = EKFACSettings(class_tol=class_tol, merge_bytes=0)  # sub-batches per batch
-    forwards = []
-    original = _taps.Taps.forward
-
-    def counted(self, inputs):
-        forwards.append(len(inputs[0]))
-        return original(self, inputs)
-
-    monkeypatch.setattr(_taps.Taps, "forward", counted)
+    forwards = _count_forwards(monkeypatch)
     fused = LayerInfluence(model, train, hessian=settings, batch_size=32)
     got = fused.influence(test.tensors)
     n_fit = len(forwards) - 1  # the test batch of scoring (training batches: kept pieces)
@@ -246,17 +238,8 @@ def test_gathered_directions_equal_one_backward_pass_per_direction(
 
 @pytest.mark.parametrize("fisher", ["expected", "empirical"])
 def test_merged_batches_fit_and_score_as_batches_one_at_a_time(relu_problem, monkeypatch, fisher):
-    from captum_layerinf.influence import _taps
-
     model, train, test = relu_problem
-    forwards = []
-    original = _taps.Taps.forward
-
-    def counted(self, inputs):
-        forwards.append(len(inputs[0]))
-        return original(self, inputs)
-
-    monkeypatch.setattr(_taps.Taps, "forward", counted)
+    forwards = _count_forwards(monkeypatch)
     fits = {}
     for merge_bytes in (0, 2**23):
         forwards.clear()
@@ -350,3 +333,18 @@ def test_row_basis_is_an_orthonormal_basis_of_the_rows_span():
     assert basis.shape == (300, 5)
     assert torch.allclose(basis.T @ basis, torch.eye(5, dtype=torch.float64), atol=1e-10)
     assert torch.allclose(rows @ basis @ basis.T, rows, atol=1e-9 * float(rows.abs().max()))
+
+
+def _count_forwards(monkeypatch) -> list[int]:
+    """The batch size of every `Taps.forward` from now on, appended as they run."""
+    from captum_layerinf.influence import _taps
+
+    forwards: list[int] = []
+    original = _taps.Taps.forward
+
+    def counted(self, inputs):
+        forwards.append(len(inputs[0]))
+        return original(self, inputs)
+
+    monkeypatch.setattr(_taps.Taps, "forward", counted)
+    return forwards
