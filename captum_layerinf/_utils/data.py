@@ -153,7 +153,6 @@ def _loader_batches(loader: DataLoader) -> Iterable[Any]:
     data, size = loader.dataset, loader.batch_size
     plain = (
         type(loader) is DataLoader
-        and isinstance(data, TensorDataset)
         and type(data) is TensorDataset
         and size is not None
         and type(loader.sampler) is SequentialSampler
