@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, jacrev, jvp, vjp, vmap
 from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from .._utils.losses import ExampleLoss
@@ -47,7 +48,21 @@ class twice_differentiable(TorchFunctionMode):  # noqa: N801 (used as a context 
     `F.hardsigmoid` (torchvision's MobileNetV3 and EfficientNet squeeze-excitation) has
     neither a forward-mode nor a double-backward derivative; inside this context it is
     computed as `relu6(x + 3) / 6`, the same function, whose derivatives exist.
+    `F.scaled_dot_product_attention` (`nn.MultiheadAttention`, transformer layers) picks a
+    fused kernel (flash attention on CPU) without them; inside this context it runs its
+    reference ("math") implementation, the same function.
     """
+
+    def __enter__(self):
+        self._attention = sdpa_kernel(SDPBackend.MATH)
+        self._attention.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            self._attention.__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -28,6 +28,7 @@ from captum.influence import NaiveInfluenceFunction
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from .._gradients import twice_differentiable
 from .base import Block, CurvatureStrategy, FitContext, TrainPasses, register_strategy
 
 
@@ -60,7 +61,8 @@ class CaptumStrategy(CurvatureStrategy):
             path = os.path.join(tmp, "checkpoint.pt")
             torch.save(ctx.model.state_dict(), path)
             # Captum reseeds the global RNG (torch.manual_seed(42)) while it builds.
-            with torch.random.fork_rng(devices=[]):
+            # Captum builds the Hessian by double backward, which some kernels lack.
+            with torch.random.fork_rng(devices=[]), twice_differentiable():
                 self._captum = [self._make(ctx, block, path) for block in blocks]
 
     def _make(self, ctx: FitContext, block: Block, path: str) -> NaiveInfluenceFunction:
