@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.func import hessian, vmap
 
 from .._utils.tensors import tensor_sum
 from ._taps import Taps, structured_layer
@@ -41,15 +40,18 @@ class _NoSettings:
 
 
 def loss_directions(loss, logits: Tensor, labels: Tensor) -> list[Tensor]:
-    """Cotangents `[B, C]` whose outer products sum to each example's loss Hessian in the logits."""
+    """Cotangents whose outer products sum to each example's loss Hessian in its outputs.
+
+    Each is shaped like `logits` (`[B, C]`, or `[B]` for one output per example).
+    """
     with torch.no_grad():
-        lam = vmap(hessian(loss.single))(logits.detach(), labels).double()
+        lam = loss.output_hessian(logits, labels).double()
         values, vectors = torch.linalg.eigh((lam + lam.transpose(1, 2)) / 2)
         values = values.clamp_min(0)
         keep = values > values.amax(1, keepdim=True) * 1e-12
         roots = vectors * (values * keep).sqrt()[:, None, :]
         cols = [j for j in range(values.shape[1]) if keep[:, j].any()]
-        return [roots[:, :, j].to(logits.dtype) for j in cols]
+        return [roots[:, :, j].to(logits.dtype).view_as(logits) for j in cols]
 
 
 class GaussNewtonWoodbury(CurvatureStrategy):
