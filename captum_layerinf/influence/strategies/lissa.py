@@ -147,8 +147,11 @@ class LiSSAStrategy(CurvatureStrategy):
                 if not torch.isfinite(h).all() or h.norm() > 1e12 * v.norm():
                     raise FloatingPointError(
                         f"LiSSA diverged on block {name!r}: a batch Hessian has eigenvalues "
-                        f"above scale={scale:.3g} (or below -damping). Pass a larger "
-                        "LiSSASettings(scale=...) or raise damping."
+                        f"above scale={scale:.3g}, or below -damping (the Hessian of an "
+                        "untrained model, or of a layer before a normalisation or a smooth "
+                        "activation, is often indefinite). Pass a larger "
+                        "LiSSASettings(scale=...) or raise damping, or use hessian='exact', "
+                        "which solves an indefinite block exactly."
                     )
             total += h / scale
         x = total / self.settings.repeats
