@@ -86,7 +86,10 @@ def forward_order(model: nn.Module, names: Sequence[str], inputs: tuple[Tensor, 
 
 
 def resolve_layers(
-    model: nn.Module, layers: Sequence[str] | None, example_inputs: tuple[Tensor, ...]
+    model: nn.Module,
+    layers: Sequence[str] | None,
+    example_inputs: tuple[Tensor, ...],
+    uncalled: Sequence[str] = (),
 ) -> list[str]:
     """Validates or discovers the layers to explain.
 
@@ -94,13 +97,16 @@ def resolve_layers(
         model: The model.
         layers: Dotted module names, or None for every module owning trainable parameters.
         example_inputs: One small batch, used to order the layers as the forward pass runs.
+        uncalled: Modules the forward pass never calls but whose parameters it uses (see
+            `uncalled_layers`), placed by the default in `named_modules()` order; for
+            methods that need only the parameters.
 
     Returns:
         Layer names in forward order.
     """
     owners = parameterised_modules(model)
     if layers is None:
-        return _default_layers(model, owners, example_inputs)
+        return _default_layers(model, owners, example_inputs, uncalled)
     if isinstance(layers, str):
         raise TypeError(f"layers must be a list of names, e.g. [{layers!r}]; got a string.")
     layers = list(layers)
@@ -116,7 +122,10 @@ def resolve_layers(
 
 
 def _default_layers(
-    model: nn.Module, owners: dict[str, nn.Module], example_inputs: tuple[Tensor, ...]
+    model: nn.Module,
+    owners: dict[str, nn.Module],
+    example_inputs: tuple[Tensor, ...],
+    uncalled: Sequence[str],
 ) -> list[str]:
     """Every module owning trainable parameters, in forward order."""
     trainable = [
@@ -129,9 +138,57 @@ def _default_layers(
             "the model has no trainable parameters; name the layers to explain with `layers=`."
         )
     order = forward_order(model, trainable, example_inputs)
+    order = _with_uncalled(model, order, [n for n in uncalled if n in trainable])
     if not order:
         raise ValueError("no parameterised module of the model is called by its forward pass.")
     return order
+
+
+def uncalled_layers(model: nn.Module, example_inputs: tuple[Tensor, ...]) -> list[str]:
+    """Modules owning trainable parameters that the forward pass uses but never calls.
+
+    `nn.MultiheadAttention` passes its `out_proj`'s weights to `F.linear` without calling
+    it, as may any model (`F.linear(x, self.fc.weight)`): such a layer's parameters shape
+    the outputs like any other's, but no hook sees its inputs. Found by differentiating
+    the outputs of one example (only where some module is not called).
+    """
+    one = tuple(x[:1] for x in example_inputs)  # eval mode: examples are independent
+    owners = parameterised_modules(model)
+    called = set(forward_order(model, list(owners), one))
+    names = [
+        name
+        for name, module in owners.items()
+        if name not in called and any(p.requires_grad for p in module.parameters(recurse=False))
+    ]
+    if not names:
+        return []
+    params = {
+        name: [p for p in model.get_submodule(name).parameters(recurse=False) if p.requires_grad]
+        for name in names
+    }
+    flat = [p for ps in params.values() for p in ps]
+    with torch.enable_grad():
+        outputs = model(*one)
+        leaves = [
+            t
+            for t in torch.utils._pytree.tree_leaves(outputs)
+            if isinstance(t, Tensor) and t.requires_grad
+        ]
+        if not leaves:
+            return []
+        total = torch.stack([t.sum() for t in leaves]).sum()
+        grads = iter(torch.autograd.grad(total, flat, allow_unused=True))
+    return [name for name, ps in params.items() if any([next(grads) is not None for _ in ps])]
+
+
+def _with_uncalled(model: nn.Module, order: list[str], extra: list[str]) -> list[str]:
+    """`order` with each of `extra` after the nearest module before it in `named_modules()`."""
+    position = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    out = list(order)
+    for name in sorted(extra, key=position.__getitem__):
+        before = [i for i, n in enumerate(out) if position[n] < position[name]]
+        out.insert(max(before, key=lambda i: position[out[i]]) + 1 if before else 0, name)
+    return out
 
 
 def _unknown_layer(model: nn.Module, name: str) -> str:

@@ -15,7 +15,8 @@ d_out per group, and its per-example gradient is `[B, G, d_out, d_in]`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import weakref
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -168,17 +169,31 @@ def _patches_last(module: nn.Conv1d | nn.Conv2d, x: Tensor, bias: bool) -> Tenso
     return out.view(b, ho * wo, d + bias)
 
 
+_UNCALLED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+"""Modules whose parameters their model uses without calling them (`uncalled_layers`)."""
+
+
+def mark_uncalled(modules: Iterable[nn.Module]) -> None:
+    """Records modules that their model never calls: they get no structured gradients."""
+    _UNCALLED.update(modules)
+
+
 def structured_layer(model: nn.Module, layers, param_names) -> StructuredLayer | None:
     """The block as a `StructuredLayer`, or None where the structure does not apply.
 
     It applies to a block that is one `nn.Linear`, `nn.Conv1d` or `nn.Conv2d` (any groups,
     stride, dilation, integer or string padding, any padding mode) whose parameters in the
-    block are its weight (and bias).
+    block are its weight (and bias), and that its model calls as a module: the projections
+    of an `nn.MultiheadAttention` are not (it passes their weights to `F.linear` itself, so
+    no hook sees their inputs), nor are the modules `mark_uncalled` recorded.
     """
     if layers is None or len(layers) != 1:
         return None
     name = layers[0]
     module = model.get_submodule(name)
+    parent = model.get_submodule(name.rpartition(".")[0]) if name else None
+    if isinstance(parent, nn.MultiheadAttention) or module in _UNCALLED:
+        return None
     prefix = f"{name}." if name else ""
     weight, bias = prefix + "weight", prefix + "bias"
     names = set(param_names)
@@ -255,6 +270,15 @@ class Taps:
 
     def activations(self) -> list[Tensor]:
         """Per layer `a [B, T, d_in]` of the last forward (several calls concatenated on T)."""
+        for s, calls in zip(self.layers, self.calls, strict=True):
+            if not calls:
+                raise RuntimeError(
+                    f"layer {s.name!r} was not called as a module by the forward pass (its "
+                    "weights are used directly, e.g. F.linear(x, layer.weight)), so its "
+                    "gradients cannot be formed from its inputs and outputs. Call the module "
+                    "itself in forward, or choose a strategy without Kronecker structure for "
+                    "it (hessian='exact', 'cg' or 'identity')."
+                )
         return [
             _cat([s.activations(m, x) for x, _ in calls])
             for s, m, calls in zip(self.layers, self.modules, self.calls, strict=True)

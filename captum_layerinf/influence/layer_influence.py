@@ -23,6 +23,7 @@ from .._utils.modules import (
     model_device,
     output_transform,
     resolve_layers,
+    uncalled_layers,
     warn_low_precision,
 )
 from ._blocks import Block, Scope, scope_blocks
@@ -33,6 +34,7 @@ from ._gradients import GradientEngine
 from ._reference import own_reference
 from ._resume import RunSpec, open_store, run_fingerprint, score_chunks
 from ._scoring import BlockGradients
+from ._taps import mark_uncalled
 from .strategies import (
     AutoStrategy,
     CurvatureStrategy,
@@ -175,7 +177,10 @@ class LayerInfluence(DataInfluence):
         warn_low_precision(model)
         with evaluation_state(model):
             inputs, _ = next(iter_batches(self.train_dataloader, self.device, "train_dataset"))
-            self.layer_names = resolve_layers(model, layers, inputs)
+            uncalled = uncalled_layers(model, inputs)
+            self.layer_names = resolve_layers(model, layers, inputs, uncalled)
+        # Their gradients come from autograd, not from their (unseen) inputs and outputs.
+        mark_uncalled(model.get_submodule(name) for name in uncalled)
         self._example_shapes = [tuple(x.shape[1:]) for x in inputs]
         self._fitted: dict[Scope, tuple[CurvatureStrategy, FitContext]] = {}
 
