@@ -166,9 +166,14 @@ class ExampleLoss:
                 "(cross-entropy also takes float class probabilities of shape [batch, classes])."
             )
         if labels.dim() != 1:
+            fix = (
+                "Pass labels.squeeze(1)."
+                if labels.dim() == 2 and labels.shape[1] == 1
+                else "For one-hot labels pass labels.argmax(1)."
+            )
             raise ValueError(
                 f"`{what}`: labels must have shape [{n}] (one class index per example); got "
-                f"{tuple(labels.shape)}. For one-hot labels pass labels.argmax(1)."
+                f"{tuple(labels.shape)}. {fix}"
             )
         if labels.min() < 0 or labels.max() >= n_classes:
             raise ValueError(

@@ -54,6 +54,13 @@ def test_one_hot_labels_are_rejected_with_the_fix(small):
         li.influence((x[:2], onehot))
 
 
+def test_column_labels_are_rejected_with_the_fix(small):
+    # argmax(1) of a [n, 1] column is all zeros: the fix there is a squeeze.
+    model, x, y = small
+    with pytest.raises(ValueError, match=r"shape \[2\].*labels.squeeze\(1\)"):
+        LayerInfluence(model, (x, y)).influence((x[:2], y[:2, None]))
+
+
 def test_label_count_mismatch_is_rejected(small):
     model, x, y = small
     li = LayerInfluence(model, (x, y))
