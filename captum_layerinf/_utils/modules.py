@@ -89,7 +89,6 @@ def resolve_layers(
     model: nn.Module,
     layers: Sequence[str] | None,
     example_inputs: tuple[Tensor, ...],
-    uncalled: Sequence[str] = (),
 ) -> list[str]:
     """Validates or discovers the layers to explain.
 
@@ -97,16 +96,13 @@ def resolve_layers(
         model: The model.
         layers: Dotted module names, or None for every module owning trainable parameters.
         example_inputs: One small batch, used to order the layers as the forward pass runs.
-        uncalled: Modules the forward pass never calls but whose parameters it uses (see
-            `uncalled_layers`), placed by the default in `named_modules()` order; for
-            methods that need only the parameters.
 
     Returns:
         Layer names in forward order.
     """
     owners = parameterised_modules(model)
     if layers is None:
-        return _default_layers(model, owners, example_inputs, uncalled)
+        return _default_layers(model, owners, example_inputs)
     if isinstance(layers, str):
         raise TypeError(f"layers must be a list of names, e.g. [{layers!r}]; got a string.")
     layers = list(layers)
@@ -125,7 +121,6 @@ def _default_layers(
     model: nn.Module,
     owners: dict[str, nn.Module],
     example_inputs: tuple[Tensor, ...],
-    uncalled: Sequence[str],
 ) -> list[str]:
     """Every module owning trainable parameters, in forward order."""
     trainable = [
@@ -138,7 +133,6 @@ def _default_layers(
             "the model has no trainable parameters; name the layers to explain with `layers=`."
         )
     order = forward_order(model, trainable, example_inputs)
-    order = _with_uncalled(model, order, [n for n in uncalled if n in trainable])
     if not order:
         raise ValueError("no parameterised module of the model is called by its forward pass.")
     return order
@@ -179,16 +173,6 @@ def uncalled_layers(model: nn.Module, example_inputs: tuple[Tensor, ...]) -> lis
         total = torch.stack([t.sum() for t in leaves]).sum()
         grads = iter(torch.autograd.grad(total, flat, allow_unused=True))
     return [name for name, ps in params.items() if any([next(grads) is not None for _ in ps])]
-
-
-def _with_uncalled(model: nn.Module, order: list[str], extra: list[str]) -> list[str]:
-    """`order` with each of `extra` after the nearest module before it in `named_modules()`."""
-    position = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    out = list(order)
-    for name in sorted(extra, key=position.__getitem__):
-        before = [i for i, n in enumerate(out) if position[n] < position[name]]
-        out.insert(max(before, key=lambda i: position[out[i]]) + 1 if before else 0, name)
-    return out
 
 
 def _unknown_layer(model: nn.Module, name: str) -> str:

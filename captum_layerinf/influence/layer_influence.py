@@ -69,7 +69,9 @@ class LayerInfluence(DataInfluence):
         train_dataset: A Dataset or a non-shuffling DataLoader whose batches are
             `(*inputs, labels)`, or such a tuple of tensors.
         layers: Dotted module names from `model.named_modules()`; default: every module
-            owning trainable parameters, in forward order. Naming a frozen layer computes it.
+            owning trainable parameters that the forward pass calls, in forward order (one
+            whose weights it uses without calling it, as nn.MultiheadAttention's
+            `out_proj`, is left out with a warning). Naming a frozen layer computes it.
         loss_fn: Per-example loss; default cross-entropy. A loss module with any
             `reduction` is used per example (a copy with `reduction="none"`), its
             non-batch dimensions averaged for "mean" and summed otherwise; a function
@@ -178,9 +180,19 @@ class LayerInfluence(DataInfluence):
         with evaluation_state(model):
             inputs, _ = next(iter_batches(self.train_dataloader, self.device, "train_dataset"))
             uncalled = uncalled_layers(model, inputs)
-            self.layer_names = resolve_layers(model, layers, inputs, uncalled)
+            self.layer_names = resolve_layers(model, layers, inputs)
         # Their gradients come from autograd, not from their (unseen) inputs and outputs.
         mark_uncalled(model.get_submodule(name) for name in uncalled)
+        if layers is None and uncalled:
+            warnings.warn(
+                f"layers {uncalled} are used by the forward pass without being called as "
+                "modules (their weights go to a function such as F.linear, as in "
+                "nn.MultiheadAttention and torchvision's Swin), so the default selection "
+                "leaves them out: no hook sees their inputs, and their blocks need autograd "
+                "gradients and, when large, an iterative solver (slow). Name them in "
+                "`layers=` to compute them; global_influence includes them.",
+                stacklevel=2,
+            )
         self._example_shapes = [tuple(x.shape[1:]) for x in inputs]
         self._fitted: dict[Scope, tuple[CurvatureStrategy, FitContext]] = {}
 

@@ -35,6 +35,13 @@ def _data(shape, n=12, classes=3, seed=0):
     return x, torch.randint(0, classes, (n,), generator=g)
 
 
+def test_a_layer_whose_weights_are_used_without_calling_it_is_left_out_with_a_warning():
+    model = Projected(functional=True).double().eval()
+    with pytest.warns(UserWarning, match=r"\['proj'\] are used by the forward pass without"):
+        li = LayerInfluence(model, _data((6,)))
+    assert li.layer_names == ["inp"]
+
+
 @pytest.mark.parametrize("hessian", ["exact", "gauss-newton", "identity"])
 def test_a_layer_whose_weights_are_used_without_calling_it_is_scored(hessian):
     torch.manual_seed(0)
@@ -44,8 +51,8 @@ def test_a_layer_whose_weights_are_used_without_calling_it_is_scored(hessian):
     x, y = _data((6,))
     test = (x[:2] + 0.1, y[:2])
     want = LayerInfluence(called, (x, y), hessian=hessian)
-    got = LayerInfluence(functional, (x, y), hessian=hessian)
-    assert got.layer_names == want.layer_names == ["inp", "proj"]
+    got = LayerInfluence(functional, (x, y), layers=["inp", "proj"], hessian=hessian)
+    assert want.layer_names == ["inp", "proj"]
     assert rel_err(got.influence(test), want.influence(test)) < 1e-10
     assert rel_err(got.global_influence(test), want.global_influence(test)) < 1e-10
 
@@ -60,16 +67,16 @@ class Attention(nn.Module):
         return self.fc(self.attn(x, x, x)[0].mean(1))
 
 
-def test_multihead_attention_output_projection_is_a_layer_of_its_own():
+def test_multihead_attention_output_projection_is_scored_when_named():
     # `out_proj` is never called (its weights go to F.linear): no Kronecker structure, so
     # EK-FAC solves it with the exact block.
     torch.manual_seed(0)
     model = Attention().double().eval()
     x, y = _data((3, 4))
     test = (x[:2] + 0.1, y[:2])
-    exact = LayerInfluence(model, (x, y), hessian="exact")
-    ekfac = LayerInfluence(model, (x, y), hessian="ekfac")
-    assert exact.layer_names == ["attn", "attn.out_proj", "fc"]
+    layers = ["attn", "attn.out_proj", "fc"]
+    exact = LayerInfluence(model, (x, y), layers=layers, hessian="exact")
+    ekfac = LayerInfluence(model, (x, y), layers=layers, hessian="ekfac")
     scores = ekfac.influence(test)
     assert rel_err(scores[1], exact.influence(test)[1]) < 1e-10
     assert torch.isfinite(ekfac.global_influence(test)).all()
