@@ -126,10 +126,20 @@ class GradientEngine:
     def grads(self, inputs: tuple[Tensor, ...], labels: Tensor, names: list[str]) -> Params:
         """Per-example loss gradients, `Tensor [B, *param.shape]` per parameter name."""
         in_dims = (None,) + (0,) * (len(inputs) + 1)
+        params = self._select(names)
         with torch.no_grad():
-            g, _ = vmap(grad_and_value(self._loss_one), in_dims=in_dims)(
-                self._select(names), *inputs, labels
-            )
+            try:
+                g, _ = vmap(grad_and_value(self._loss_one), in_dims=in_dims)(
+                    params, *inputs, labels
+                )
+            except RuntimeError:
+                # Some modules cannot run under vmap (nn.LSTM writes a batched state into
+                # an unbatched one): one example at a time gives the same gradients.
+                rows = [
+                    grad(self._loss_one)(params, *(x[i] for x in inputs), labels[i])
+                    for i in range(len(labels))
+                ]
+                g = {n: torch.stack([r[n] for r in rows]) for n in names}
         return g
 
     def block_grads(
@@ -167,9 +177,12 @@ class GradientEngine:
             n = len(labels)
             per_example = self.activation_bytes(inputs) // max(1, n) * outputs[0].numel()
             chunk = max(1, min(n, HVP_CHUNK_BYTES // (HVP_COPIES * max(1, per_example))))
-            jac = vmap(jacrev(flat_one), in_dims=in_dims, chunk_size=chunk)(
-                self._select(names), *inputs
-            )
+            params = self._select(names)
+            try:
+                jac = vmap(jacrev(flat_one), in_dims=in_dims, chunk_size=chunk)(params, *inputs)
+            except RuntimeError:  # a module that cannot run under vmap, as in `grads`
+                rows = [jacrev(flat_one)(params, *(x[i] for x in inputs)) for i in range(n)]
+                jac = {k: torch.stack([r[k] for r in rows]) for k in names}
         return LogitCurvature(jac, lam)
 
     def uses_forward_ad(self, probe: Callable[[], object]) -> bool:

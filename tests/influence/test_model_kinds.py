@@ -121,3 +121,26 @@ def test_check_on_a_regression_with_one_output_per_example():
         b = want.check((x[:3], y[:3, None]), n_train=8)
     assert torch.isfinite(a.pearson).all()
     assert rel_err(a.pearson, b.pearson) < 1e-10
+
+
+class Recurrent(nn.Module):
+    def __init__(self, cell) -> None:
+        super().__init__()
+        self.rnn = cell(3, 4, batch_first=True)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0][:, -1])
+
+
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU])
+def test_recurrent_layers_that_cannot_run_under_vmap_are_scored_per_example(cell):
+    # nn.LSTM / nn.GRU fail under torch.func.vmap; per-example gradients fall back to a
+    # loop, so exact scores equal CG's (batched Hessian-vector products, no per-example vmap).
+    torch.manual_seed(0)
+    model = Recurrent(cell).double().eval()
+    x, y = _data((4, 3), n=8)
+    test = (x[:2] + 0.1, y[:2])
+    exact = LayerInfluence(model, (x, y), hessian="exact").influence(test)
+    cg = LayerInfluence(model, (x, y), hessian="cg").influence(test)
+    assert rel_err(exact, cg) < 1e-8
