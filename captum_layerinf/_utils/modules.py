@@ -263,6 +263,20 @@ def model_device(model: nn.Module) -> torch.device:
     return devices[0] if devices else torch.device("cpu")
 
 
+def check_independent_examples(model: nn.Module) -> None:
+    """Refuses batch-norm layers that normalise with batch statistics even in eval mode."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is None:
+            raise ValueError(
+                f"module {name!r} ({type(module).__name__}) keeps no running statistics "
+                "(track_running_stats=False), so even in eval mode it normalises each batch "
+                "with that batch's statistics: an example's output depends on the other "
+                "examples of its batch, and per-example influence is not defined. Give it "
+                "running statistics (track_running_stats=True, estimated on the training "
+                "set) or use a per-example normalisation (nn.GroupNorm, nn.LayerNorm)."
+            )
+
+
 def check_finite_weights(model: nn.Module) -> None:
     """Raises when a parameter or floating-point buffer holds NaN or infinite values."""
     named = [*model.named_parameters(), *model.named_buffers()]

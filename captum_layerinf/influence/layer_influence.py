@@ -19,6 +19,7 @@ from .._utils.data import as_dataloader, example_count, iter_batches
 from .._utils.losses import ExampleLoss, PerExampleLoss
 from .._utils.modules import (
     check_finite_weights,
+    check_independent_examples,
     evaluation_state,
     model_device,
     output_transform,
@@ -176,6 +177,7 @@ class LayerInfluence(DataInfluence):
         self.loss = ExampleLoss(loss_fn)
         self.device = model_device(model)
         check_finite_weights(model)
+        check_independent_examples(model)
         warn_low_precision(model)
         with evaluation_state(model):
             inputs, _ = next(iter_batches(self.train_dataloader, self.device, "train_dataset"))

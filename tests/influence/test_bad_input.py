@@ -383,3 +383,11 @@ def test_half_precision_models_warn(small, dtype):
     half = copy.deepcopy(model).to(dtype)
     with pytest.warns(UserWarning, match=rf"parameters are {dtype}.*float32 copy"):
         LayerInfluence(half, (x.to(dtype), y))
+
+
+def test_batch_norm_without_running_statistics_is_refused():
+    # It normalises with the batch's statistics in eval mode: examples are not independent.
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3, track_running_stats=False)).eval()
+    x, y = torch.randn(6, 4), torch.arange(6) % 3
+    with pytest.raises(ValueError, match=r"'1' \(BatchNorm1d\) keeps no running statistics"):
+        LayerInfluence(model, (x, y))
