@@ -86,6 +86,17 @@ def example_count(loader: DataLoader, built: bool) -> int:
     return sum(len(batch[-1]) for batch in loader)
 
 
+def batch_count(loader: DataLoader) -> int | None:
+    """The number of batches of `loader`, or None where it cannot tell without a pass.
+
+    An iterable-style dataset without `__len__` has no count; progress bars then count up.
+    """
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
 def _check_order(loader: DataLoader, what: str) -> None:
     """Accepts only DataLoaders that visit the dataset in index order, 0, 1, 2, ...
 

@@ -141,6 +141,17 @@ def test_training_examples_are_counted_by_length_only_where_batched_here(relu_pr
     assert LayerInfluence(model, _Stream(train), damping=DAMPING)._n_train() == n
 
 
+@pytest.mark.parametrize("hessian", ["auto", "ekfac"])
+def test_an_iterable_dataset_without_length_gives_the_same_scores(relu_problem, hessian):
+    model, train, test = relu_problem
+    want = LayerInfluence(model, train, damping=DAMPING, hessian=hessian, batch_size=7)
+    got = LayerInfluence(
+        model, _Stream(train), damping=DAMPING, hessian=hessian, batch_size=7, show_progress=True
+    )
+    assert rel_err(got.influence(test.tensors), want.influence(test.tensors)) < 1e-10
+    assert rel_err(got.self_influence(), want.self_influence()) < 1e-10
+
+
 def test_self_influence_is_the_diagonal_of_influence_on_the_training_set(fitted, relu_problem):
     li, _, _ = fitted
     _, train, _ = relu_problem

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..._utils.data import iter_batches
+from ..._utils.data import batch_count, iter_batches
 from ..._utils.losses import ExampleLoss
 from .._blocks import Block
 from .._gradients import GradientEngine
@@ -72,7 +72,7 @@ class FitContext:
 
     def indexed(self, desc: str) -> Iterator[IndexedBatch]:
         """One pass over this rank's training batches, with a progress bar; not validated."""
-        total = len(self.train_loader)
+        total = batch_count(self.train_loader)
         yield from tqdm(
             self.own_indexed_batches(),
             total=total,
@@ -112,7 +112,8 @@ class FitContext:
 
         With `own`, only this rank's batches (all of them in a single process).
         """
-        bar = tqdm(total=len(loader), desc=desc, disable=not self.show_progress, leave=False)
+        total = batch_count(loader)
+        bar = tqdm(total=total, desc=desc, disable=not self.show_progress, leave=False)
         with bar:
             for i, (inputs, labels) in enumerate(iter_batches(loader, self.device, what)):
                 bar.update()

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..._utils.data import batch_count
 from .._scoring import GRAD_CHUNK_BYTES
 from .._taps import StructuredLayer, Taps, structured_layer
 from ._kronecker import (
@@ -303,7 +304,7 @@ class EKFACStrategy(CurvatureStrategy):
 
     def _batches(self, desc: str):
         ctx = self.ctx
-        total = len(ctx.train_loader)
+        total = batch_count(ctx.train_loader)
         with tqdm(total=total, desc=desc, disable=not ctx.show_progress, leave=False) as bar:
             for batch in ctx.own_indexed_batches():
                 bar.update()

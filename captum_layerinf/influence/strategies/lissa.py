@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..._utils.data import batch_count
 from ._hvp import BlockHessian
 from .base import Block, CurvatureStrategy, FitContext, register_strategy
 
@@ -125,7 +126,7 @@ class LiSSAStrategy(CurvatureStrategy):
         op, scale, depth = self.operators[block], self.scales[block], self.depths[block]
         name = self.blocks[block].name or "<model>"
         v = vectors.double()
-        n_batches = len(self.ctx.train_loader)
+        n_batches = batch_count(self.ctx.train_loader) or sum(1 for _ in op.batches())
         total = torch.zeros_like(v)
         half = torch.zeros_like(v)
         for r in range(self.settings.repeats):
