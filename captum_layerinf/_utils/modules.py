@@ -89,6 +89,7 @@ def resolve_layers(
     model: nn.Module,
     layers: Sequence[str] | None,
     example_inputs: tuple[Tensor, ...],
+    called: Sequence[str] | None = None,
 ) -> list[str]:
     """Validates or discovers the layers to explain.
 
@@ -96,13 +97,15 @@ def resolve_layers(
         model: The model.
         layers: Dotted module names, or None for every module owning trainable parameters.
         example_inputs: One small batch, used to order the layers as the forward pass runs.
+        called: `forward_order` of every parameterised module on `example_inputs`, if
+            already known (saves a forward pass).
 
     Returns:
         Layer names in forward order.
     """
     owners = parameterised_modules(model)
     if layers is None:
-        return _default_layers(model, owners, example_inputs)
+        return _default_layers(model, owners, example_inputs, called)
     if isinstance(layers, str):
         raise TypeError(f"layers must be a list of names, e.g. [{layers!r}]; got a string.")
     layers = list(layers)
@@ -121,8 +124,9 @@ def _default_layers(
     model: nn.Module,
     owners: dict[str, nn.Module],
     example_inputs: tuple[Tensor, ...],
+    called: Sequence[str] | None,
 ) -> list[str]:
-    """Every module owning trainable parameters, in forward order."""
+    """Every module owning trainable parameters that the forward pass calls, in its order."""
     trainable = [
         name
         for name, module in owners.items()
@@ -132,23 +136,31 @@ def _default_layers(
         raise ValueError(
             "the model has no trainable parameters; name the layers to explain with `layers=`."
         )
-    order = forward_order(model, trainable, example_inputs)
+    if called is None:
+        order = forward_order(model, trainable, example_inputs)
+    else:
+        order = [name for name in called if name in trainable]
     if not order:
         raise ValueError("no parameterised module of the model is called by its forward pass.")
     return order
 
 
-def uncalled_layers(model: nn.Module, example_inputs: tuple[Tensor, ...]) -> list[str]:
+def uncalled_layers(
+    model: nn.Module, example_inputs: tuple[Tensor, ...], called: Sequence[str]
+) -> list[str]:
     """Modules owning trainable parameters that the forward pass uses but never calls.
 
     `nn.MultiheadAttention` passes its `out_proj`'s weights to `F.linear` without calling
     it, as may any model (`F.linear(x, self.fc.weight)`): such a layer's parameters shape
     the outputs like any other's, but no hook sees its inputs. Found by differentiating
     the outputs of one example (only where some module is not called).
+
+    Args:
+        model: The model (eval mode).
+        example_inputs: One small batch.
+        called: `forward_order` of every parameterised module on `example_inputs`.
     """
-    one = tuple(x[:1] for x in example_inputs)  # eval mode: examples are independent
     owners = parameterised_modules(model)
-    called = set(forward_order(model, list(owners), one))
     names = [
         name
         for name, module in owners.items()
@@ -161,6 +173,7 @@ def uncalled_layers(model: nn.Module, example_inputs: tuple[Tensor, ...]) -> lis
         for name in names
     }
     flat = [p for ps in params.values() for p in ps]
+    one = tuple(x[:1] for x in example_inputs)  # eval mode: examples are independent
     with torch.enable_grad():
         outputs = model(*one)
         leaves = [

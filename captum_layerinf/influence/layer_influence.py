@@ -21,8 +21,10 @@ from .._utils.modules import (
     check_finite_weights,
     check_independent_examples,
     evaluation_state,
+    forward_order,
     model_device,
     output_transform,
+    parameterised_modules,
     resolve_layers,
     uncalled_layers,
     warn_low_precision,
@@ -181,8 +183,9 @@ class LayerInfluence(DataInfluence):
         warn_low_precision(model)
         with evaluation_state(model):
             inputs, _ = next(iter_batches(self.train_dataloader, self.device, "train_dataset"))
-            uncalled = uncalled_layers(model, inputs)
-            self.layer_names = resolve_layers(model, layers, inputs)
+            called = forward_order(model, list(parameterised_modules(model)), inputs)
+            uncalled = uncalled_layers(model, inputs, called)
+            self.layer_names = resolve_layers(model, layers, inputs, called)
         # Their gradients come from autograd, not from their (unseen) inputs and outputs.
         mark_uncalled(model.get_submodule(name) for name in uncalled)
         if layers is None and uncalled:
