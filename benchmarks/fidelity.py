@@ -39,6 +39,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -355,9 +356,9 @@ def run_seed(kind: str, cfg: Config, seed: int, root: Path, skip=()) -> dict:
     col = {int(j): i for i, j in enumerate(removals)}
     rand_cols = torch.arange(len(random_idx)).expand(cfg.n_test, -1)
     pool_cols = torch.tensor([col[int(j)] for j in pool]).expand(cfg.n_test, -1)
-    metrics = {}
+    metrics: dict[str, dict[str, Any]] = {}
     for name, s in scores.items():
-        m = {}
+        m: dict[str, Any] = {}
         m["random"] = [f.per_test for f in loo_correlations(s, loo, rand_cols)]
         m["pool"] = [f.per_test for f in loo_correlations(s, loo, pool_cols)]
         if name in own:
@@ -413,7 +414,7 @@ def summarise(per_seed: list[dict]) -> dict:
     for name in per_seed[0]:
         if name == "_info":
             continue
-        row = {}
+        row: dict[str, Any] = {}
         for sel in ("random", "pool", "own"):
             if sel in per_seed[0][name]:
                 row[sel] = [
@@ -457,7 +458,7 @@ def figure(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.2), squeeze=False)
-    colors = {}
+    colors: dict[str, Any] = {}
     for ax, (kind, res) in zip(axes[0], results.items(), strict=True):
         for name, row in res.items():
             strategy, which, _ = name.split("|")
@@ -520,7 +521,7 @@ def main() -> None:
     skip = tuple(args.skip.split(",")) if args.skip else ()
     seeds = cfg.seeds if args.seeds is None else tuple(int(s) for s in args.seeds.split(","))
     # Seed-major order: an interrupted full run has every model at its first seeds.
-    per_seed = {kind: [] for kind in kinds}
+    per_seed: dict[str, list[dict]] = {kind: [] for kind in kinds}
     for seed in seeds:
         for kind in kinds:
             per_seed[kind].append(run_seed(kind, cfg, seed, root, skip))

@@ -9,8 +9,14 @@ Prints per model and strategy: fit seconds, scoring seconds (test preconditionin
 the wall seconds include waiting), peak memory (GPU: `torch.cuda.max_memory_allocated`;
 CPU: peak RSS of the process) and training images per second over fit plus scoring.
 
+`--tf32` lets CUDA matrix products use TF32 tensor cores (cuDNN convolutions already do by
+default); the work count in docs/curvature.md says that the 30,000-image VGG16 target needs
+it. `--query-rank r` keeps each test example's preconditioned gradient as rank-r factors
+(`LayerInfluence(query_rank=)`): 200 full ones of VGG16's 138 M parameters are 110 GB.
+
     python benchmarks/gpu_scale.py --device cuda                       # 224, 5,000 x 100
-    python benchmarks/gpu_scale.py --device cuda --n-train 30000 --n-test 200 --models vgg16
+    python benchmarks/gpu_scale.py --device cuda --n-train 30000 --n-test 200 --models vgg16 \
+        --tf32 --query-rank 8
     python benchmarks/gpu_scale.py --device cpu --size 64 --n-train 256 --n-test 8
 """
 
@@ -69,7 +75,12 @@ def run(model_name: str, hessian: str, args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     li = LayerInfluence(
-        model, train, hessian=hessian, damping=args.damping, batch_size=args.batch_size
+        model,
+        train,
+        hessian=hessian,
+        damping=args.damping,
+        batch_size=args.batch_size,
+        query_rank=args.query_rank,
     )
     sync(device)
     start, cpu = time.perf_counter(), time.process_time()
@@ -103,15 +114,20 @@ def main() -> None:
     parser.add_argument("--damping", type=float, default=1e-2)
     parser.add_argument("--models", default="vgg16,resnet50")
     parser.add_argument("--strategies", default="auto,ekfac")
+    parser.add_argument("--query-rank", type=int, default=None)
+    parser.add_argument("--tf32", action="store_true", help="TF32 CUDA matrix products")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    precision = "float32, TF32 CUDA matrix products" if args.tf32 else "float32"
+    rank = f", query rank {args.query_rank}" if args.query_rank else ""
     print(
         f"{where}, {torch.get_num_threads()} threads; {args.size}x{args.size}, "
         f"{args.n_train} train x {args.n_test} test, batch {args.batch_size}, damping "
-        f"{args.damping}, float32, all layers\n"
+        f"{args.damping}, {precision}{rank}, all layers\n"
     )
     print(
         "| model | hessian | layers | fit s | scoring s | fit CPU s | scoring CPU s "

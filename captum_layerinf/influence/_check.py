@@ -265,7 +265,6 @@ def _compare(
     if reference != "auto":
         kinds = [make_strategy(reference, run.damping).name] * n_blocks
         groups = [list(range(n_blocks))]
-        plan = [(reference, 0)] * n_blocks
     else:
         # One group of blocks at a time: a deep network's references are never held at once.
         plan = ReferenceStrategy(run.damping).plan(ctx, strategy.blocks)
@@ -280,7 +279,7 @@ def _compare(
         if reference != "auto":
             part: CurvatureStrategy = make_strategy(reference, run.damping)
         else:
-            part = ReferenceStrategy(run.damping, [plan[i][0] for i in group])
+            part = ReferenceStrategy(run.damping, [kinds[i] for i in group])
         part.fit(ctx, blocks)
         if paired and 2 * n_test * max(b.numel for b in blocks) * 8 <= PAIRED_QUERY_BYTES:
             pair = _Paired(strategy, group, part)

@@ -130,7 +130,8 @@ class _SmoothSquash(nn.Module):
 
 
 def test_hvp_chunks_follow_the_memory_bound_and_give_the_same_products(relu_problem, monkeypatch):
-    """Fewer products at once where their activations would pass `HVP_CHUNK_BYTES`."""
+    """Fewer products, then fewer examples, at once where their activations would pass
+    `HVP_CHUNK_BYTES`: the products of the summed loss are the same."""
     from captum_layerinf.influence import _gradients
 
     model, train, _ = relu_problem
@@ -142,9 +143,39 @@ def test_hvp_chunks_follow_the_memory_bound_and_give_the_same_products(relu_prob
     vectors = torch.randn(5, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     want = ctx.engine.hvp(x, y, names, vectors)
     assert ctx.engine.hvp_chunk(x, 5) == 5
-    monkeypatch.setattr(_gradients, "HVP_CHUNK_BYTES", 1)
+    assert ctx.engine.examples_per_pass(x) == 8
+    per_example = ctx.engine.activation_bytes(x) // 8
+    # Room for one product of 3 examples: chunks of one product, sub-batches 3, 3, 2.
+    monkeypatch.setattr(_gradients, "HVP_CHUNK_BYTES", 3 * _gradients.HVP_COPIES * per_example)
+    assert ctx.engine.examples_per_pass(x) == 3
     assert ctx.engine.hvp_chunk(x, 5) == 1
     assert torch.allclose(ctx.engine.hvp(x, y, names, vectors), want, rtol=1e-12, atol=0)
+    monkeypatch.setattr(_gradients, "HVP_CHUNK_BYTES", 1)
+    assert ctx.engine.hvp_chunk(x, 5) == ctx.engine.examples_per_pass(x) == 1
+    assert torch.allclose(ctx.engine.hvp(x, y, names, vectors), want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("forward_ad", [True, False])
+def test_probes_split_into_sub_batches_of_examples_give_the_same_residuals(
+    data, forward_ad, monkeypatch
+):
+    """A batch whose single product would pass `HVP_CHUNK_BYTES` is probed in sub-batches."""
+    from captum_layerinf.influence import _gradients
+
+    (x, y), _ = data
+    model = mobile(act=nn.Tanh, gate=nn.Sigmoid)
+    blocks = [["0.weight"], ["2.fc1.weight", "2.fc1.bias"]]
+
+    def residuals() -> list[float]:
+        engine = GradientEngine(model, ExampleLoss())
+        engine._forward_ad = forward_ad
+        return engine.curvature_residuals((x[:6],), y[:6], blocks, seed=1)
+
+    want = residuals()
+    monkeypatch.setattr(_gradients, "HVP_CHUNK_BYTES", 1)  # one example at a time
+    got = residuals()
+    assert got == pytest.approx(want, rel=1e-10, abs=1e-14)
+    assert max(got) > 1e-3  # a curved block: the sums over examples are compared
 
 
 @pytest.mark.parametrize("forward_ad", [True, False])
@@ -166,3 +197,19 @@ def test_probes_of_several_blocks_at_once_equal_one_at_a_time(data, forward_ad):
     # Answers are remembered: a single probe of a block probed with others is not rerun.
     together._curvature_residuals = None
     assert together.curvature_residual((x,), y, blocks[1], seed=3) == got[1]
+
+
+def test_per_example_gradients_a_few_examples_at_a_time_are_the_same(data, monkeypatch):
+    """Per-example gradients are vectorised over fewer examples when activations are large."""
+    from captum_layerinf.influence import _gradients
+
+    (x, y), _ = data
+    model = mobile(act=nn.Tanh, gate=nn.Sigmoid)
+    names = [n for n, _ in model.named_parameters()]
+    want = GradientEngine(model, ExampleLoss()).grads((x[:6],), y[:6], names)
+    monkeypatch.setattr(_gradients, "HVP_CHUNK_BYTES", 1)
+    engine = GradientEngine(model, ExampleLoss())
+    assert engine.examples_per_pass((x[:6],)) == 1
+    got = engine.grads((x[:6],), y[:6], names)
+    for n in names:
+        assert torch.allclose(got[n], want[n], rtol=1e-12, atol=1e-15)

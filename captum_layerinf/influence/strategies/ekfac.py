@@ -267,14 +267,14 @@ class EKFACStrategy(CurvatureStrategy):
         gen = torch.Generator().manual_seed(self.settings.seed)
         seen = 0
         merge = self.settings.merge_bytes if self.settings.fisher != "sampled" else 0
-        self._per_merge = 1
-        for segments, inputs, labels in self._merged_batches(desc):
+        per_merge = [1]  # read by `_merged_batches` as each merged batch fills
+        for segments, inputs, labels in self._merged_batches(desc, per_merge):
             seen += len(labels)
             logits = self._checked_forward(taps, inputs, labels)
             cot, keep = self._directions(logits, labels, gen)
             acts = grouped_all(taps.activations(), taps.layers)
             if merge and seen == len(labels):  # the first batch: how many to merge
-                self._per_merge = max(1, merge // max(1, _nbytes(acts)))
+                per_merge[0] = max(1, merge // max(1, _nbytes(acts)))
             true = None
             if with_labels():
                 cot_true = _loss_gradient(self.ctx.loss, logits, labels)
@@ -283,10 +283,10 @@ class EKFACStrategy(CurvatureStrategy):
             yield segments, acts, ((rows, grouped_all(g, taps.layers)) for rows, g in parts), true
         self.ctx.check_count(seen)
 
-    def _merged_batches(self, desc: str):
-        """`(segments, inputs, labels)`: up to `self._per_merge` consecutive batches as one.
+    def _merged_batches(self, desc: str, per_merge: list[int]):
+        """`(segments, inputs, labels)`: up to `per_merge[0]` consecutive batches as one.
 
-        `self._per_merge` is read as each merged batch fills, so `_passes` can set it
+        `per_merge[0]` is read as each merged batch fills, so that the caller can set it
         after the first batch. Batches whose inputs or labels differ in shape (beyond the
         batch dimension) or dtype are not merged.
         """
@@ -296,7 +296,7 @@ class EKFACStrategy(CurvatureStrategy):
                 yield _joined(pending)
                 pending = []
             pending.append(batch)
-            if len(pending) >= self._per_merge:
+            if len(pending) >= per_merge[0]:
                 yield _joined(pending)
                 pending = []
         if pending:
