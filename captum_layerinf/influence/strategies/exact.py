@@ -34,7 +34,8 @@ class ExactSettings:
             random direction is at most this.
         hvp_chunk_size: Hessian-vector products evaluated at once when building a block
             from true Hessian products; fewer where their activations would take more
-            than 1 GiB (`HVP_CHUNK_BYTES`).
+            than 1 GiB (`HVP_CHUNK_BYTES`), and a batch too large for one product within
+            it is taken a sub-batch of examples at a time.
         probe_seed: Seed of the probe's random direction.
         probe_examples: Examples of the first training batch the probe runs on (the
             left-out term vanishes on every example or on almost none).
