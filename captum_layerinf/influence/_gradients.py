@@ -185,8 +185,7 @@ class GradientEngine:
             outputs = self.model(*inputs)
             lam = self.loss.output_hessian(outputs, labels)
             n = len(labels)
-            per_example = self.activation_bytes(inputs) // max(1, n) * outputs[0].numel()
-            chunk = max(1, min(n, HVP_CHUNK_BYTES // (HVP_COPIES * max(1, per_example))))
+            chunk = self.examples_per_pass(inputs, products=outputs[0].numel())
             params = self._select(names)
             try:
                 jac = vmap(jacrev(flat_one), in_dims=in_dims, chunk_size=chunk)(params, *inputs)
@@ -316,7 +315,8 @@ class GradientEngine:
         Forward-over-reverse (`jvp` of `grad`) where the model supports forward-mode AD,
         reverse-over-reverse (`vjp` of `grad`, the Hessian being symmetric) otherwise.
         At most `chunk_size` products (None: all) are vectorised at once, and fewer where
-        their activations would pass `HVP_CHUNK_BYTES`.
+        their activations would pass `HVP_CHUNK_BYTES`; a batch whose single product would
+        pass it is taken a sub-batch of examples at a time (`examples_per_pass`).
         """
         step = self.examples_per_pass(inputs)
         if step < len(labels):
@@ -350,14 +350,14 @@ class GradientEngine:
         per_product = HVP_COPIES * max(1, self.activation_bytes(inputs))
         return max(1, min(wanted, HVP_CHUNK_BYTES // per_product))
 
-    def examples_per_pass(self, inputs: tuple[Tensor, ...]) -> int:
-        """Examples of the batch whose single Hessian-vector product fits `HVP_CHUNK_BYTES`.
+    def examples_per_pass(self, inputs: tuple[Tensor, ...], products: int = 1) -> int:
+        """Examples of the batch whose `products` vectorised products fit `HVP_CHUNK_BYTES`.
 
         At least one: e.g. efficientnet_b0 at 224x224 keeps 76 MB of module outputs per
         example, so that one product of a 32-example batch would take about 23 GB.
         """
         n = len(inputs[0])
-        per_example = max(1, self.activation_bytes(inputs) // max(1, n))
+        per_example = max(1, self.activation_bytes(inputs) // max(1, n) * products)
         return max(1, min(n, HVP_CHUNK_BYTES // (HVP_COPIES * per_example)))
 
     def activation_bytes(self, inputs: tuple[Tensor, ...]) -> int:
