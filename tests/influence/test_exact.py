@@ -150,3 +150,27 @@ def test_woodbury_rows_keep_the_sign_of_an_indefinite_output_hessian():
     )
     want = g_te @ torch.linalg.solve(block + torch.eye(len(block), dtype=block.dtype), g_tr.T)
     assert rel_err(got, want) <= 1e-9
+
+
+def test_probe_looks_again_where_the_first_example_shows_no_curvature():
+    # The first example is fitted exactly (zero loss gradient), so the curved term vanishes
+    # on it alone; the probe must still find the tanh layer curved on the next examples.
+    torch.manual_seed(0)
+    model = (
+        torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+        .double()
+        .eval()
+    )
+    x = torch.randn(12, 3, dtype=torch.float64)
+    y = torch.randn(12, 1, dtype=torch.float64)
+    with torch.no_grad():
+        y[0] = model(x[:1])[0]
+    train = (x, y)
+
+    def methods(settings: ExactSettings) -> list[str]:
+        li = LayerInfluence(model, train, hessian=settings, loss_fn=torch.nn.MSELoss())
+        li.influence((x[:2], y[:2]))
+        return li._fitted["layers"][0].method
+
+    assert methods(ExactSettings(probe_examples=1)) == ["gauss-newton", "gauss-newton"]
+    assert methods(ExactSettings()) == ["hessian", "gauss-newton"]

