@@ -1,5 +1,7 @@
 """Equivalences: ours = Captum, layer sum = compound, top-k = full matrix, batching, data forms."""
 
+import warnings
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -169,3 +171,18 @@ def test_identity_is_the_gradient_dot_product(relu_problem):
         g_tr = looped_grads(model, *train.tensors, names)
         g_te = looped_grads(model, *test.tensors, names)
         assert rel_err(ours[i], g_te @ g_tr.T) <= 1e-10
+
+
+def test_captum_warns_where_it_drops_negative_curvature(relu_problem, tanh_problem):
+    # Tanh makes the middle layer's damped block indefinite at this damping: Captum drops
+    # its negative eigenvalues, and the fit says so; the ReLU CNN's blocks keep them all.
+    for (model, train, test), short in [(relu_problem, []), (tanh_problem, [1])]:
+        li = LayerInfluence(model, train, damping=DAMPING, hessian="captum")
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            li.influence(test.tensors)
+        strategy, _ = li._fitted["layers"]
+        assert [i for i, b in enumerate(strategy.blocks) if strategy.kept[i] < b.numel] == short
+        said = [str(w.message) for w in seen if "Captum dropped eigenvalues" in str(w.message)]
+        assert len(said) == len(short)
+        assert all(li.layer_names[i] in said[0] for i in short)

@@ -5,7 +5,8 @@ keeps only the top `projection_dim` eigenpairs above `hessian_inverse_tol`. With
 `hessian_reg = damping * n`, `projection_dim = P` (all eigenpairs) and its scores
 multiplied by `n`, it computes our convention exactly (see `LayerInfluence`) whenever the
 damped block is positive definite. Negative eigenvalues of a curved, non-convex block
-are dropped by Captum, while `"exact"` keeps them.
+are dropped by Captum, while `"exact"` keeps them: the fit warns where Captum dropped any
+(`CaptumStrategy.kept`: the eigenpairs kept per block).
 
 Captum decomposes the damped Hessian with the general solver `torch.linalg.eig`. Where a
 block's Hessian has rank below its size (fewer examples than parameters), the damping is a
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -64,6 +66,22 @@ class CaptumStrategy(CurvatureStrategy):
             # Captum builds the Hessian by double backward, which some kernels lack.
             with torch.random.fork_rng(devices=[]), twice_differentiable():
                 self._captum = [self._make(ctx, block, path) for block in blocks]
+        self.kept = [int(c.R.shape[1]) for c in self._captum]
+        dropped = [
+            f"{b.name or '<model>'} ({b.numel - k} of {b.numel})"
+            for b, k in zip(blocks, self.kept, strict=True)
+            if k < b.numel
+        ]
+        if dropped:
+            warnings.warn(
+                "Captum dropped eigenvalues of the damped Hessian at or below "
+                f"hessian_inverse_tol={self.settings.hessian_inverse_tol:g} in "
+                f"{len(dropped)} block(s): {', '.join(dropped)}. These blocks are curved and "
+                "not positive definite; Captum's scores there differ from hessian='exact', "
+                "which keeps negative curvature. Raise damping to make them positive "
+                "definite, or use hessian='exact' or 'cg'.",
+                stacklevel=4,
+            )
 
     def _make(self, ctx: FitContext, block: Block, path: str) -> NaiveInfluenceFunction:
         # A model that is itself the layer has the name "", which Captum cannot look up.
