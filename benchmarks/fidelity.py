@@ -27,6 +27,9 @@ Everything is cached under `--out` (default runs/fidelity/<mode>): a rerun resum
 
     python benchmarks/fidelity.py --small      # minutes
     python benchmarks/fidelity.py              # the full run
+
+The models and seeds run in `--jobs` processes at once (default: 2, one torch thread
+each); the tables are then made from their caches.
 """
 
 from __future__ import annotations
@@ -35,8 +38,12 @@ import argparse
 import hashlib
 import json
 import os
+import resource
+import subprocess
+import sys
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -488,6 +495,38 @@ def figure(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+UNIT_COST = {"logistic": 1, "rescnn": 20, "cnn": 25}
+"""Relative cost of one seed of each model (`--small` CPU seconds), to start the longest first."""
+
+
+def run_units(units: list[tuple[str, int]], forwarded: list[str], jobs: int, root: Path) -> None:
+    """Runs `run_seed` of each `(kind, seed)` in its own process, `jobs` at a time.
+
+    Each writes its cache under `root` and its output to `<kind>-seed<seed>/log.txt`; a
+    failed one raises with the end of its log.
+    """
+    units = sorted(units, key=lambda u: -UNIT_COST.get(u[0], 25))
+
+    def one(unit: tuple[str, int]) -> None:
+        kind, seed = unit
+        log = root / f"{kind}-seed{seed}" / "log.txt"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as out:
+            done = subprocess.run(
+                [sys.executable, __file__, *forwarded, "--unit", f"{kind}:{seed}"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        if done.returncode != 0:
+            tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
+            raise RuntimeError(f"{kind} seed {seed} failed (exit {done.returncode}):\n{tail}")
+        print(f"{kind} seed {seed}: done ({log})", flush=True)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for _ in pool.map(one, units):
+            pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -509,6 +548,13 @@ def main() -> None:
         help="torch threads (1: the small tensors here gain little from more, and on a "
         "shared machine extra threads spin and burn CPU)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="models x seeds run in this many processes at once (each with --threads)",
+    )
+    parser.add_argument("--unit", default=None, help=argparse.SUPPRESS)  # one kind:seed
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -520,14 +566,25 @@ def main() -> None:
     kinds = args.models.split(",")
     skip = tuple(args.skip.split(",")) if args.skip else ()
     seeds = cfg.seeds if args.seeds is None else tuple(int(s) for s in args.seeds.split(","))
-    # Seed-major order: an interrupted full run has every model at its first seeds.
+    if args.unit is not None:
+        kind, seed = args.unit.split(":")
+        run_seed(kind, cfg, int(seed), root, skip)
+        return
+    if args.jobs > 1:
+        forwarded = ["--small"] * args.small + ["--threads", str(args.threads)]
+        forwarded += ["--out", str(args.out)] * (args.out is not None) + ["--skip", args.skip]
+        run_units([(k, s) for s in seeds for k in kinds], forwarded, args.jobs, root)
+    # Seed-major order: an interrupted full run has every model at its first seeds. After
+    # `run_units`, every part is cached and this only reads it.
     per_seed: dict[str, list[dict]] = {kind: [] for kind in kinds}
     for seed in seeds:
         for kind in kinds:
             per_seed[kind].append(run_seed(kind, cfg, seed, root, skip))
     infos = {kind: [m["_info"] for m in per_seed[kind]] for kind in kinds}
     results = {kind: summarise(per_seed[kind]) for kind in kinds}
-    cpu_min, minutes = (time.process_time() - start[0]) / 60, (time.perf_counter() - start[1]) / 60
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time() - start[0] + children.ru_utime + children.ru_stime
+    cpu_min, minutes = cpu / 60, (time.perf_counter() - start[1]) / 60
     print(f"\nconfig: {json.dumps(asdict(cfg))}, seeds run: {seeds}, skipped: {skip}")
     print(
         f"total {minutes:.1f} min wall, {cpu_min:.1f} min CPU, load average "
