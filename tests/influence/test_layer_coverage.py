@@ -173,7 +173,7 @@ def test_norm_layers_fall_back_to_exact_blocks():
     model = Normed().double().eval()
     x, y = torch.randn(10, 2, 4, 4, dtype=torch.float64), torch.randint(0, 3, (10,))
     test = (x[:2] + 0.1, y[:2])
-    exact = LayerInfluence(model, (x, y)).influence(test)
+    exact = LayerInfluence(model, (x, y), hessian="exact").influence(test)
     li = LayerInfluence(model, (x, y), hessian="ekfac")
     ekfac = li.influence(test)
     assert li._fitted["layers"][0].fallback == {1: 0, 2: 1}

@@ -7,12 +7,13 @@ Each block gets:
    linear in it: a conv or batch-norm followed by SiLU or hardswish, a squeeze-excitation
    product) beyond the budget below;
 2. a curved block that fits gets `gauss-newton`, its dense damped Gauss-Newton block
-   `(1/n) Σ_i J_iᵀ Λ_i J_i` (one reverse pass per output and example), once the curved
-   blocks made exact, smallest first, add up to `AutoSettings.max_hvp_params` parameters:
-   `exact` builds a curved block from one Hessian-vector product per parameter and
-   training batch (a few hundred on mobilenet_v3_small's batch-norms: most of a default
-   call's time). The reason names the share of curvature Gauss-Newton leaves out there,
-   measured by a probe on the first batch;
+   `(1/n) Σ_i J_iᵀ Λ_i J_i` (the reverse passes, one per output and example, are shared
+   by all such blocks), unless it is among the smallest curved blocks whose parameters
+   add up to `AutoSettings.max_hvp_params` (default 0: none). `exact` builds a curved
+   block from one Hessian-vector product per parameter and example, which costs more
+   than everything else together: one 32-parameter block of efficientnet_b0 (32x32, 64
+   images) took 95 CPU s of a default call instead of 35. The reason names the share of
+   curvature Gauss-Newton leaves out there, measured by a probe on the first batch;
 3. otherwise, for one `nn.Linear` / `nn.Conv2d` (a layer with Kronecker structure), the
    `structured` strategy (EK-FAC by default: a few passes over the training set, memory
    `d_in² + d_out²`; EK-FAC approximates the same Gauss-Newton block);
@@ -88,12 +89,15 @@ class AutoSettings:
         max_hvp_params: Budget of the curved blocks that fit (the logits are not
             piecewise linear in them, e.g. a conv or batch-norm followed by SiLU or
             hardswish, so `exact` needs one Hessian-vector product per parameter and
-            training batch): they are exact, smallest first, while their parameters add up
-            to at most this many; the others get their dense Gauss-Newton block
-            (`hessian="gauss-newton"`, one reverse pass per output and example). A probe
-            on the first batch decides which blocks are curved (at fit time). Each such
-            product costs about two training steps on the batch: on efficientnet_b0
-            (64 images, 32x32) a budget of 256 took 118 s of a default call, 64 took 40 s.
+            example): they are exact, smallest first, while their parameters add up to at
+            most this many; the others get their dense Gauss-Newton block
+            (`hessian="gauss-newton"`, whose reverse passes, one per output and example,
+            all such blocks share). A probe on the first batch decides which blocks are
+            curved (at fit time). The default, 0, gives every curved block Gauss-Newton:
+            on efficientnet_b0 (64 images, 32x32) a budget of 64 made one 32-parameter
+            block exact, and the default call took 95 CPU s instead of 35 (at 224x224 both
+            grow about 50x). Gauss-Newton is also what the fidelity benchmark favours
+            where the two differ (the global score on the digits CNN, see above).
         structured: Strategy for larger Linear/Conv2d blocks (Kronecker structure).
         generic: Candidates, in order, for larger blocks without that structure; the
             first registered one is used.
@@ -102,7 +106,7 @@ class AutoSettings:
     """
 
     max_block_bytes: int = 128 * 2**20
-    max_hvp_params: int = 64
+    max_hvp_params: int = 0
     structured: str = "ekfac"
     generic: tuple[str, ...] = ("pcg", "cg")
     sub_settings: tuple[StrategySettings, ...] = ()
