@@ -177,3 +177,28 @@ def test_curved_blocks_beyond_the_hvp_budget_get_their_gauss_newton_block(tanh_p
     assert torch.allclose(want["exact"][2], want["gauss-newton"][2], rtol=1e-8, atol=1e-12)
     expected_global = gauss_newton.global_influence(test.tensors)
     assert torch.allclose(glob, expected_global, rtol=1e-8, atol=1e-12)
+
+
+def test_the_probe_runs_once_and_looks_again_only_within_the_hvp_budget(tanh_problem, monkeypatch):
+    # Every block of this CNN is probed on one example; with the default budget (0) no block
+    # can be built from Hessian-vector products, so nothing is probed again, and the exact
+    # sub-strategy reuses auto's answers. With a budget, the blocks within it that look
+    # flat on one example get the second look (here: the last layer, 650 params).
+    from captum_layerinf.influence._gradients import GradientEngine
+
+    model, train, test = tanh_problem
+    seen: list[tuple[int, int]] = []
+    probe = GradientEngine.curvature_residuals
+
+    def counted(self, inputs, labels, blocks, seed=0):
+        seen.append((len(labels), len(blocks)))
+        return probe(self, inputs, labels, blocks, seed)
+
+    monkeypatch.setattr(GradientEngine, "curvature_residuals", counted)
+    LayerInfluence(model, train).influence(test.tensors)
+    assert seen == [(1, 3)]
+    seen.clear()
+    li = LayerInfluence(model, train, hessian=AutoSettings(max_hvp_params=1000))
+    li.influence(test.tensors)
+    assert seen == [(1, 3), (4, 1)]
+    assert [li.strategies[n][0] for n in li.layer_names] == ["exact", "exact", "exact"]

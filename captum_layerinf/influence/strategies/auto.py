@@ -71,7 +71,7 @@ from .base import (
     register_strategy,
 )
 from .ekfac import EKFACSettings
-from .exact import ExactSettings, probe_residuals
+from .exact import ExactSettings, ExactStrategy, probe_residuals
 
 BLOCK_DIAGONAL = "block-diagonal"
 AUTO_EKFAC_DENSE_DIM = 2048
@@ -245,13 +245,19 @@ class AutoStrategy(CurvatureStrategy):
         products; infinite where the probe itself needs products the model lacks.
         """
         settings = ExactSettings()
+
+        def look_again(block: Block) -> bool:
+            # Only a block the HVP budget could make exact needs the second look; for the
+            # others the probe decides a label (their Gauss-Newton block is built either way).
+            return block.numel <= self.settings.max_hvp_params
+
         try:
-            return probe_residuals(ctx, blocks, settings)
+            return probe_residuals(ctx, blocks, settings, look_again)
         except RuntimeError:  # Some block's probe fails: probe them one by one.
             out = []
             for block in blocks:
                 try:
-                    out.extend(probe_residuals(ctx, [block], settings))
+                    out.extend(probe_residuals(ctx, [block], settings, look_again))
                 except RuntimeError:
                     out.append(float("inf"))
             return out
@@ -264,6 +270,9 @@ class AutoStrategy(CurvatureStrategy):
             return {}
         tol = ExactSettings().residual_tol
         found = self._residuals(ctx, [blocks[i] for i in candidates])
+        self._probed.update(
+            {blocks[i].param_names: r for i, r in zip(candidates, found, strict=True)}
+        )
         curved = {i: r for i, r in zip(candidates, found, strict=True) if r > tol}
         spent, over = 0, {}
         for i in sorted(curved, key=lambda i: blocks[i].numel):
@@ -276,6 +285,7 @@ class AutoStrategy(CurvatureStrategy):
     def _assign(self, ctx: FitContext, blocks: list[Block]):
         """`(sub-blocks, per sub-block strategy name, slices into the global vector)`."""
         self.choices = {}
+        self._probed: dict[tuple[str, ...], float] = {}
         plan = self.plan(ctx.model, blocks)
         if plan[0][0] == BLOCK_DIAGONAL:
             subs = split_by_module(blocks[0], ctx.model)
@@ -331,6 +341,9 @@ class AutoStrategy(CurvatureStrategy):
                     "in one process, or set AutoSettings to shardable strategies."
                 )
         self.strategies = {n: self._make(n, ctx.shard is not None) for n in used}
+        exact = self.strategies.get("exact")
+        if isinstance(exact, ExactStrategy):  # it builds flat blocks as Gauss-Newton
+            exact.known_residuals = self._probed
         self._route = []
         for n in dict.fromkeys(names):
             own = [i for i, m in enumerate(names) if m == n]

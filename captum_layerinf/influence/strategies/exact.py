@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -61,20 +62,30 @@ def probe_batch(ctx: FitContext, n: int) -> tuple[tuple[Tensor, ...], Tensor]:
     return tuple(x[:n] for x in inputs), labels[:n]
 
 
-def probe_residuals(ctx: FitContext, blocks: list[Block], settings: ExactSettings) -> list[float]:
+def probe_residuals(
+    ctx: FitContext,
+    blocks: list[Block],
+    settings: ExactSettings,
+    look_again: Callable[[Block], bool] | None = None,
+) -> list[float]:
     """The curvature Gauss-Newton leaves out of each block, relative, on the first batch.
 
     Probed on the first example, then again on `settings.probe_examples` examples for the
-    blocks that look flat there (their residual at most `residual_tol`): a nonzero
-    left-out term on one example shows the block is curved, while a flat one could be an
-    example whose loss gradient vanishes. Where every small block is curved, one example
-    is a quarter of the cost (efficientnet_b0 at 224x224, 73 blocks: 78 CPU s, against 297 s
-    on four examples); where they are flat it adds one example's probe to four.
+    blocks that look flat there (their residual at most `residual_tol`) and pass
+    `look_again` (default: all): a nonzero left-out term on one example shows the block is
+    curved, while a flat one could be an example whose loss gradient vanishes. Where every
+    small block is curved, one example is a quarter of the cost (efficientnet_b0 at
+    224x224, 73 blocks: 78 CPU s, against 297 s on four examples); where they are flat the
+    second look adds four examples' probe to one.
     """
     names = [list(b.param_names) for b in blocks]
     seed = settings.probe_seed
     out = ctx.engine.curvature_residuals(*probe_batch(ctx, 1), names, seed)
-    again = [i for i, r in enumerate(out) if not r > settings.residual_tol]
+    again = [
+        i
+        for i, r in enumerate(out)
+        if not r > settings.residual_tol and (look_again is None or look_again(blocks[i]))
+    ]
     if again and settings.probe_examples > 1:
         batch = probe_batch(ctx, settings.probe_examples)
         found = ctx.engine.curvature_residuals(*batch, [names[i] for i in again], seed)
@@ -96,6 +107,8 @@ class ExactStrategy(CurvatureStrategy):
     solves_exactly = True
     Settings: ClassVar[type] = ExactSettings
     shardable = True
+    known_residuals: dict[tuple[str, ...], float] | None = None
+    """Residuals already probed (by "auto"), per block's parameter names: not probed again."""
 
     def fit(self, ctx: FitContext, blocks: list[Block]) -> None:
         """Accumulates each block over the training set, then factorises it.
@@ -181,7 +194,11 @@ class ExactStrategy(CurvatureStrategy):
         """`self.method` and `self.residual` per block (probed on the first training batch)."""
         mode = self.settings.gauss_newton
         if mode == "auto":  # The same batch on every rank.
-            residuals = probe_residuals(ctx, blocks, self.settings)
+            known = self.known_residuals or {}
+            todo = [b for b in blocks if b.param_names not in known]
+            found = probe_residuals(ctx, todo, self.settings) if todo else []
+            known = {**known, **{b.param_names: r for b, r in zip(todo, found, strict=True)}}
+            residuals = [known[b.param_names] for b in blocks]
         for i, _ in enumerate(blocks):
             if mode == "auto":
                 r = residuals[i]
