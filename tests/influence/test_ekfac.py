@@ -172,6 +172,52 @@ def test_second_pass_recomputed_equals_second_pass_cached(relu_problem):
     assert rel_err(recomputed, cached) < 1e-12
 
 
+@pytest.mark.parametrize("cache_bytes", [0, 3_000, 30_000, 300_000])
+def test_a_cache_filled_part_way_gives_the_same_scores(relu_problem, cache_bytes):
+    # The budget runs out before, inside and after a batch's directions.
+    model, train, test = relu_problem
+    exact = EKFACSettings(class_tol=0.0)
+    full = LayerInfluence(model, train, hessian=exact).influence(test.tensors)
+    small = EKFACSettings(class_tol=0.0, cache_bytes=cache_bytes)
+    assert rel_err(LayerInfluence(model, train, hessian=small).influence(test.tensors), full) < 1e-12
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 2**30])
+def test_beyond_the_cache_one_direction_is_held_at_a_time(relu_problem, monkeypatch, cache_bytes):
+    # "Y": a direction's output gradients are formed; "A": a factor sums something. Within
+    # the cache a batch's directions are formed together ("YY"); beyond it each is summed
+    # into G before the next is formed.
+    from captum_layerinf.influence.strategies import _kronecker, ekfac
+
+    events, first_pass = [], [True]
+    directions = ekfac.EKFACStrategy._direction_grads
+    add = _kronecker.KroneckerFactor.add
+    bases = ekfac.EKFACStrategy._eigenbases
+
+    def logged_directions(self, *args):
+        for part in directions(self, *args):
+            events.append("Y" if first_pass[0] else "")
+            yield part
+
+    def logged_add(self, x):
+        events.append("A" if first_pass[0] else "")
+        add(self, x)
+
+    def logged_bases(self, *args):
+        first_pass[0] = False
+        return bases(self, *args)
+
+    monkeypatch.setattr(ekfac.EKFACStrategy, "_direction_grads", logged_directions)
+    monkeypatch.setattr(_kronecker.KroneckerFactor, "add", logged_add)
+    monkeypatch.setattr(ekfac.EKFACStrategy, "_eigenbases", logged_bases)
+    model, train, test = relu_problem
+    hessian = EKFACSettings(class_tol=0.0, cache_bytes=cache_bytes)
+    LayerInfluence(model, train, hessian=hessian).influence(test.tensors)
+    log = "".join(events)
+    assert log.count("Y") > 2 * len(train) // 32  # several directions per batch
+    assert ("YY" in log) == (cache_bytes > 0)
+
+
 def test_global_ekfac_is_block_diagonal_over_layers(relu_problem):
     model, train, test = relu_problem
     li = LayerInfluence(model, train, hessian="ekfac")

@@ -363,16 +363,29 @@ class EKFACStrategy(CurvatureStrategy):
         for segments, acts, parts, true in self._passes(taps, "EK-FAC factors", with_labels):
             for j, a in enumerate(acts):
                 cov_a[j].add(a.transpose(0, 1).flatten(1, 2))
-            # While cached, a batch's parts are merged: fewer, larger products.
-            kept = [_merged(list(parts))] if self._cache is not None else parts
-            for _, grads in kept:
+            held: list = []
+            if self._cache is not None:
+                # A batch's parts are held only while the cache fits: one direction's
+                # output gradients at a time beyond it (densenet121 at 224x224, batch 32:
+                # about 0.7 GB per direction, nine directions on a random-init model).
+                cached += _nbytes(acts, true or [])
+                for part in (parts if cached <= s.cache_bytes else ()):
+                    held.append(part)
+                    cached += _nbytes(part[1])
+                    if cached > s.cache_bytes:
+                        break
+                if cached > s.cache_bytes:
+                    self._cache = None
+            if self._cache is not None:  # merged: fewer, larger products
+                kept = [_merged(held)] if held else []
+                del held
+                self._cache.append((segments, acts, kept, true))
+                pieces = iter(kept)
+            else:
+                pieces = _drained(held, parts)
+            for _, grads in pieces:
                 for j, g in enumerate(grads):
                     cov_g[j].add(g.transpose(0, 1).flatten(1, 2))
-            if self._cache is not None:
-                cached += _nbytes(acts, true or [], kept[0][1])
-                self._cache = self._cache if cached <= s.cache_bytes else None
-            if self._cache is not None:
-                self._cache.append((segments, acts, kept, true))
         for cov in (*cov_a, *cov_g):
             if cov.dense is not None:
                 cov.dense = self.ctx.all_reduce(cov.dense)
@@ -483,6 +496,13 @@ def _joined(batches: list) -> tuple[tuple[tuple[int, int, int], ...], tuple[Tens
         start += len(labels)
     inputs = tuple(torch.cat(xs) for xs in zip(*(b[1] for b in batches), strict=True))
     return tuple(segments), inputs, torch.cat([b[2] for b in batches])
+
+
+def _drained(held: list, rest):
+    """The parts in `held` (released as they are taken), then those `rest` still yields."""
+    while held:
+        yield held.pop(0)
+    yield from rest
 
 
 def _merged(parts: list[tuple[Tensor, list[Tensor]]]) -> tuple[Tensor, list[Tensor]]:
