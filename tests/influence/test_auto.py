@@ -179,11 +179,12 @@ def test_curved_blocks_beyond_the_hvp_budget_get_their_gauss_newton_block(tanh_p
     assert torch.allclose(glob, expected_global, rtol=1e-8, atol=1e-12)
 
 
-def test_the_probe_runs_once_and_looks_again_only_within_the_hvp_budget(tanh_problem, monkeypatch):
-    # Every block of this CNN is probed on one example; with the default budget (0) no block
-    # can be built from Hessian-vector products, so nothing is probed again, and the exact
-    # sub-strategy reuses auto's answers. With a budget, the blocks within it that look
-    # flat on one example get the second look (here: the last layer, 650 params).
+def test_the_probe_measures_only_curved_blocks_within_the_hvp_budget(tanh_problem, monkeypatch):
+    # The autograd graph shows the last layer flat and tanh curving the two convs. With
+    # the default budget (0) no block can be built from Hessian-vector products, so
+    # nothing is probed: the labels come from the graph. With a budget, the curved blocks
+    # within it are probed once, on one example (they are curved there: no second look),
+    # and the exact sub-strategy reuses auto's answers.
     from captum_layerinf.influence._gradients import GradientEngine
 
     model, train, test = tanh_problem
@@ -195,10 +196,13 @@ def test_the_probe_runs_once_and_looks_again_only_within_the_hvp_budget(tanh_pro
         return probe(self, inputs, labels, blocks, seed)
 
     monkeypatch.setattr(GradientEngine, "curvature_residuals", counted)
-    LayerInfluence(model, train).influence(test.tensors)
-    assert seen == [(1, 3)]
-    seen.clear()
+    li = LayerInfluence(model, train)
+    li.influence(test.tensors)
+    assert seen == []
+    kinds = [li.strategies[n] for n in li.layer_names]
+    assert [k[0] for k in kinds] == ["gauss-newton", "gauss-newton", "exact"]
+    assert all("Tanh between it and the logits" in k[1] for k in kinds[:2])
     li = LayerInfluence(model, train, hessian=AutoSettings(max_hvp_params=1000))
     li.influence(test.tensors)
-    assert seen == [(1, 3), (4, 1)]
+    assert seen == [(1, 2)]
     assert [li.strategies[n][0] for n in li.layer_names] == ["exact", "exact", "exact"]

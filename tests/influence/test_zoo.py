@@ -135,3 +135,27 @@ def test_every_strategy_on_three_layers(arch, strategy):
         except MemoryError:
             pytest.skip(f"{strategy!r} refuses a block of this model as too large (by design)")
     assert scores.shape == (3, N_TEST, N_TRAIN) and torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("arch", _params())
+def test_the_graph_finds_the_blocks_the_probe_finds_curved(arch):
+    """The flat blocks read from the autograd graph are those the probe measures flat (on
+    up to 8 small modules spread over the network: SiLU, hardswish, squeeze-excitation,
+    channel shuffles, dense concatenations)."""
+    from captum_layerinf._utils.losses import ExampleLoss
+    from captum_layerinf.influence._gradients import GradientEngine
+    from captum_layerinf.influence._linearity import curving_ops
+    from captum_layerinf.influence.strategies import ExactSettings
+
+    model, train, _, _ = build(arch)
+    params = dict(model.named_parameters())
+    owned: dict[str, list[str]] = {}
+    for name in params:
+        owned.setdefault(name.rpartition(".")[0], []).append(name)
+    small = [b for b in owned.values() if sum(params[n].numel() for n in b) <= 4096]
+    blocks = small[:: max(1, len(small) // 8)][:8]
+    x, y = train[0][:2], train[1][:2]
+    ops = curving_ops(model, params, (x[:1],), blocks)
+    measured = GradientEngine(model, ExampleLoss()).curvature_residuals((x,), y, blocks)
+    tol = ExactSettings().residual_tol
+    assert [op is None for op in ops] == [r <= tol for r in measured], (ops, measured)

@@ -49,6 +49,7 @@ as the effects, so these CNN figures are weak evidence.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -71,7 +72,7 @@ from .base import (
     register_strategy,
 )
 from .ekfac import EKFACSettings
-from .exact import ExactSettings, ExactStrategy, probe_residuals
+from .exact import ExactSettings, ExactStrategy, block_curving_ops, probe_residuals
 
 BLOCK_DIAGONAL = "block-diagonal"
 AUTO_EKFAC_DENSE_DIM = 2048
@@ -241,23 +242,28 @@ class AutoStrategy(CurvatureStrategy):
     def _residuals(self, ctx: FitContext, blocks: list[Block]) -> list[float]:
         """The curvature Gauss-Newton leaves out of each block, relative (`exact`'s probe).
 
+        Blocks the autograd graph shows flat get 0 unprobed. Of the curved ones, only those
+        the HVP budget could make exact are probed (their number decides it); the others
+        get `inf`, their label read from the graph (`self._ops`: the curving operation).
         Above `ExactSettings.residual_tol`, `exact` builds the block from Hessian-vector
         products; infinite where the probe itself needs products the model lacks.
         """
         settings = ExactSettings()
+        ops = block_curving_ops(ctx, blocks)
+        self._ops.update({b.param_names: op for b, op in zip(blocks, ops, strict=True)})
 
-        def look_again(block: Block) -> bool:
-            # Only a block the HVP budget could make exact needs the second look; for the
-            # others the probe decides a label (their Gauss-Newton block is built either way).
+        def within(block: Block) -> bool:
+            # Only a block the HVP budget could make exact needs a number; for the others
+            # it would decide a label (their Gauss-Newton block is built either way).
             return block.numel <= self.settings.max_hvp_params
 
         try:
-            return probe_residuals(ctx, blocks, settings, look_again)
+            return probe_residuals(ctx, blocks, settings, within, within, ops)
         except RuntimeError:  # Some block's probe fails: probe them one by one.
             out = []
-            for block in blocks:
+            for block, op in zip(blocks, ops, strict=True):
                 try:
-                    out.extend(probe_residuals(ctx, [block], settings, look_again))
+                    out.extend(probe_residuals(ctx, [block], settings, within, within, [op]))
                 except RuntimeError:
                     out.append(float("inf"))
             return out
@@ -286,6 +292,7 @@ class AutoStrategy(CurvatureStrategy):
         """`(sub-blocks, per sub-block strategy name, slices into the global vector)`."""
         self.choices = {}
         self._probed: dict[tuple[str, ...], float] = {}
+        self._ops: dict[tuple[str, ...], str | None] = {}
         plan = self.plan(ctx.model, blocks)
         if plan[0][0] == BLOCK_DIAGONAL:
             subs = split_by_module(blocks[0], ctx.model)
@@ -298,11 +305,16 @@ class AutoStrategy(CurvatureStrategy):
         for i, r in self._curved_within_budget(ctx, subs, exact).items():
             names[i] = "gauss-newton"
             if slices is None:
+                op = self._ops.get(subs[i].param_names)
+                how = (
+                    f"Gauss-Newton leaves out {r:.2g} of the curvature on a probe"
+                    if math.isfinite(r)
+                    else f"{op} between it and the logits"
+                )
                 self.choices[subs[i].name] = (
                     "gauss-newton",
-                    f"{subs[i].numel:,} params, curved (Gauss-Newton leaves out {r:.2g} of "
-                    f"the curvature on a probe): exact needs a Hessian-vector product per "
-                    "parameter and batch, and the curved blocks' budget "
+                    f"{subs[i].numel:,} params, curved ({how}): exact needs a "
+                    "Hessian-vector product per parameter and batch, and the curved blocks' budget "
                     f"AutoSettings.max_hvp_params={self.settings.max_hvp_params} is spent "
                     "on smaller ones",
                 )

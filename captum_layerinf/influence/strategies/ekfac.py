@@ -363,26 +363,7 @@ class EKFACStrategy(CurvatureStrategy):
         for segments, acts, parts, true in self._passes(taps, "EK-FAC factors", with_labels):
             for j, a in enumerate(acts):
                 cov_a[j].add(a.transpose(0, 1).flatten(1, 2))
-            held: list = []
-            if self._cache is not None:
-                # A batch's parts are held only while the cache fits: one direction's
-                # output gradients at a time beyond it (densenet121 at 224x224, batch 32:
-                # about 0.7 GB per direction, nine directions on a random-init model).
-                cached += _nbytes(acts, true or [])
-                for part in (parts if cached <= s.cache_bytes else ()):
-                    held.append(part)
-                    cached += _nbytes(part[1])
-                    if cached > s.cache_bytes:
-                        break
-                if cached > s.cache_bytes:
-                    self._cache = None
-            if self._cache is not None:  # merged: fewer, larger products
-                kept = [_merged(held)] if held else []
-                del held
-                self._cache.append((segments, acts, kept, true))
-                pieces = iter(kept)
-            else:
-                pieces = _drained(held, parts)
+            pieces, cached = self._held(segments, acts, parts, true, cached)
             for _, grads in pieces:
                 for j, g in enumerate(grads):
                     cov_g[j].add(g.transpose(0, 1).flatten(1, 2))
@@ -390,6 +371,31 @@ class EKFACStrategy(CurvatureStrategy):
             if cov.dense is not None:
                 cov.dense = self.ctx.all_reduce(cov.dense)
         return cov_g, cov_a
+
+    def _held(self, segments, acts: list, parts, true, cached: int):
+        """A batch's `(rows, output grads)` parts to sum into G, and the bytes now cached.
+
+        The parts are held (merged: fewer, larger products) and cached for the second pass
+        only while the cache fits; beyond, the cache is dropped and the parts are taken one
+        direction at a time (densenet121 at 224x224, batch 32: about 0.7 GB per direction,
+        nine directions on a random-init model).
+        """
+        held: list = []
+        if self._cache is not None:
+            limit = self.settings.cache_bytes
+            cached += _nbytes(acts, true or [])
+            for part in parts if cached <= limit else ():
+                held.append(part)
+                cached += _nbytes(part[1])
+                if cached > limit:
+                    break
+            if cached > limit:
+                self._cache = None
+        if self._cache is None:
+            return _drained(held, parts), cached
+        kept = [_merged(held)] if held else []
+        self._cache.append((segments, acts, kept, true))
+        return iter(kept), cached
 
     def _eigenbases(self, factors: tuple[list, list], index: list[int]) -> list:
         """Per layer `(Q_G, Q_A)`, in the model's dtype; records `self.ranks`."""
