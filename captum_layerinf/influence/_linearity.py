@@ -152,7 +152,7 @@ def curving_ops(
     as function inputs (`functional_call`), so frozen parameters count too.
     """
     leaves = {n: p.detach().requires_grad_() for n, p in params.items()}
-    bit = {}
+    bit: dict[int, int] = {}
     for b, names in enumerate(blocks):
         for n in names:
             bit[id(leaves[n])] = bit.get(id(leaves[n]), 0) | (1 << b)

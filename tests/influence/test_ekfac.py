@@ -179,7 +179,9 @@ def test_a_cache_filled_part_way_gives_the_same_scores(relu_problem, cache_bytes
     exact = EKFACSettings(class_tol=0.0)
     full = LayerInfluence(model, train, hessian=exact).influence(test.tensors)
     small = EKFACSettings(class_tol=0.0, cache_bytes=cache_bytes)
-    assert rel_err(LayerInfluence(model, train, hessian=small).influence(test.tensors), full) < 1e-12
+    assert (
+        rel_err(LayerInfluence(model, train, hessian=small).influence(test.tensors), full) < 1e-12
+    )
 
 
 @pytest.mark.parametrize("cache_bytes", [0, 2**30])
