@@ -380,8 +380,9 @@ class LayerInfluence(DataInfluence):
         With `hessian="auto"` the reason says why (block size against the budget, Kronecker
         structure); the global entry says whether the full Hessian is exact or
         approximated block-diagonally. Nothing is fitted to answer: before a fit this is
-        the plan by size; once fitted, the fit's choices (a probe on the first batch finds
-        the curved blocks; those beyond `AutoSettings.max_hvp_params` get "gauss-newton").
+        the plan by size; once fitted, the fit's choices (the autograd graph of the first
+        training example shows the curved blocks; those beyond
+        `AutoSettings.max_hvp_params` get "gauss-newton").
 
         Examples:
             >>> LayerInfluence(model, train).strategies["features.0"]

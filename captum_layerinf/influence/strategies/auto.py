@@ -12,7 +12,9 @@ Each block gets:
    add up to `AutoSettings.max_hvp_params` (default 0: none). `exact` builds a curved
    block from one Hessian-vector product per parameter and example, which costs more
    than everything else together: one 32-parameter block of efficientnet_b0 (32x32, 64
-   images) took 95 CPU s of a default call instead of 35. The reason names the share of
+   images) took 95 CPU s of a default call instead of 35. The reason names the operation
+   that curves the logits in the block, read from the autograd graph of one example
+   (`_linearity.curving_ops`), or, for a block the budget could make exact, the share of
    curvature Gauss-Newton leaves out there, measured by a probe on the first batch;
 3. otherwise, for one `nn.Linear` / `nn.Conv2d` (a layer with Kronecker structure), the
    `structured` strategy (EK-FAC by default: a few passes over the training set, memory
@@ -93,8 +95,9 @@ class AutoSettings:
             example): they are exact, smallest first, while their parameters add up to at
             most this many; the others get their dense Gauss-Newton block
             (`hessian="gauss-newton"`, whose reverse passes, one per output and example,
-            all such blocks share). A probe on the first batch decides which blocks are
-            curved (at fit time). The default, 0, gives every curved block Gauss-Newton:
+            all such blocks share). The autograd graph of the first training example
+            shows which blocks are curved (at fit time); those within the budget are
+            measured by a probe. The default, 0, gives every curved block Gauss-Newton:
             on efficientnet_b0 (64 images, 32x32) a budget of 64 made one 32-parameter
             block exact, and the default call took 95 CPU s instead of 35 (at 224x224 both
             grow about 50x). Gauss-Newton is also what the fidelity benchmark favours

@@ -29,8 +29,9 @@ class ExactSettings:
 
     Attributes:
         max_block_bytes: Largest dense float64 block to build; larger blocks are refused.
-        gauss_newton: "auto" builds the block as Jᵀ Λ J when a probe shows the logits are
-            piecewise linear in the block (exact there, and cheap); "never" always uses
+        gauss_newton: "auto" builds the block as Jᵀ Λ J where the logits are piecewise
+            linear in the block (exact there, and cheap): read from the autograd graph
+            (`probe_residuals`), else measured by a probe; "never" always uses
             Hessian-vector products; "always" forces Gauss-Newton (an approximation where
             the model is curved in the block).
         residual_tol: "auto" uses Gauss-Newton when the left-out term's relative size on a
