@@ -63,6 +63,9 @@ def run_one(arch: str, size: int, n_train: int) -> dict:
                     result["pearson"] = dict(zip(out.layers, out.pearson.tolist(), strict=True))
             except Exception as e:  # recorded: the table shows which call failed and why
                 result[f"{key}_error"] = f"{type(e).__name__}: {str(e)[:120]}"
+            # Each call's result as it ends: a run stopped by --timeout still reports them.
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(json.dumps({**result, "peak_mib": peak}), file=sys.stderr, flush=True)
         # After the fits: their probes move curved blocks (see `LayerInfluence.strategies`).
         result["strategies"] = {k: v[0] for k, v in li.strategies.items()}
     result["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -89,6 +92,24 @@ def row(r: dict) -> str:
         f"| {r['arch']} | {r['size']} | {r['n_train']} | {counts} | {names[-1]} | "
         f"{sec('influence')} | {sec('global')} | {sec('check')} | {ratio} | "
         f"{r['peak_mib']:,.0f} | {pear} |"
+    )
+
+
+def unfinished(arch: str, size: str, n: str, timeout: float, stderr) -> str:
+    """The row of a run stopped by the timeout: the calls that ended, then what did not."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    done = [line for line in (stderr or "").splitlines() if line.startswith("{")]
+    if not done:
+        return f"| {arch} | {size} | {n} | not finished within {timeout:g} s |"
+    last = json.loads(done[-1])
+    cells = [
+        f"{last[k + '_s']:.1f}" if k + "_s" in last else f"not finished within {timeout:g} s"
+        for k in ("influence", "global", "check")
+    ]
+    return (
+        f"| {arch} | {size} | {n} | - | - | {' | '.join(cells)} | - | "
+        f"{last['peak_mib']:,.0f} (so far) | - |"
     )
 
 
@@ -137,8 +158,8 @@ def main() -> None:
                     text=True,
                     timeout=args.timeout,
                 )
-            except subprocess.TimeoutExpired:
-                print(f"| {arch} | {size} | {n} | not finished within {args.timeout:g} s |")
+            except subprocess.TimeoutExpired as stopped:
+                print(unfinished(arch, size, n, args.timeout, stopped.stderr), flush=True)
                 continue
             if done.returncode != 0:
                 print(f"| {arch} | {size} | {n} | {failure(done.returncode, done.stderr)} |")
