@@ -261,12 +261,18 @@ class AutoStrategy(CurvatureStrategy):
             return block.numel <= self.settings.max_hvp_params
 
         try:
-            return probe_residuals(ctx, blocks, settings, within, within, ops)
+            return probe_residuals(
+                ctx, blocks, settings, look_again=within, measure=within, ops=ops
+            )
         except RuntimeError:  # Some block's probe fails: probe them one by one.
             out = []
             for block, op in zip(blocks, ops, strict=True):
                 try:
-                    out.extend(probe_residuals(ctx, [block], settings, within, within, [op]))
+                    out.extend(
+                        probe_residuals(
+                            ctx, [block], settings, look_again=within, measure=within, ops=[op]
+                        )
+                    )
                 except RuntimeError:
                     out.append(float("inf"))
             return out
