@@ -66,7 +66,7 @@ def run_one(arch: str, size: int, n_train: int) -> dict:
             # Each call's result as it ends: a run stopped by --timeout still reports them.
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(json.dumps({**result, "peak_mib": peak}), file=sys.stderr, flush=True)
-        # After the fits: their probes move curved blocks (see `LayerInfluence.strategies`).
+        # After the fits: they label the curved blocks (see `LayerInfluence.strategies`).
         result["strategies"] = {k: v[0] for k, v in li.strategies.items()}
     result["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
